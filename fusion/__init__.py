@@ -1,0 +1,1 @@
+"""Fusion of category priors into RecBole and external rankers."""

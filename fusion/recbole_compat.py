@@ -1,0 +1,101 @@
+"""The one place RecBole 1.2.1 is made to run on current numpy, pandas and torch.
+
+Import RecBole only through :func:`import_recbole` (or after importing this module).
+What is fixed, and why (see ../shared/PITFALLS.md):
+
+- numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which RecBole's
+  ``Config`` reads at import time: the aliases are defined before RecBole is imported.
+- ``recbole.quick_start`` imports ray (``ray<=2.6.3``, no wheel for Python 3.12+): we never
+  import it and build the pipeline from Config / create_dataset / get_model / get_trainer.
+- pandas 3 (copy-on-write): ``Series.agg(len)`` returns one scalar instead of per-row
+  lengths, and the chained ``df[f].fillna(..., inplace=True)`` silently does nothing.
+  :func:`pandas3_patches` fixes both, and only while RecBole builds its dataset.
+- torch >= 2.6 loads with ``weights_only=True``; RecBole checkpoints pickle its Config.
+  :func:`load_checkpoint` loads files this toolkit wrote itself with ``weights_only=False``.
+- ``Config`` parses ``sys.argv``; :func:`pandas3_patches` hides our own command line from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_}
+
+
+def _install_numpy_aliases() -> None:
+    for name, value in _NUMPY_ALIASES.items():
+        if not hasattr(np, name):
+            setattr(np, name, value)
+
+
+def import_recbole():
+    """Import RecBole's building blocks (never ``recbole.quick_start``) after the numpy aliases."""
+    _install_numpy_aliases()
+    return importlib.import_module("recbole")
+
+
+def _fill_nan_cow_safe(self) -> None:
+    """RecBole's ``Dataset._fill_nan`` with assignments that survive pandas copy-on-write."""
+    from recbole.utils import FeatureType
+
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(
+                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                )
+
+
+@contextlib.contextmanager
+def pandas3_patches():
+    """While RecBole builds a dataset: per-row ``agg(len)``, empty sequences read as "", no argv."""
+    import pandas as pd
+    from recbole.data.dataset import Dataset as RecBoleDataset
+
+    orig_agg, orig_read_csv = pd.Series.agg, pd.read_csv
+    orig_fill_nan, orig_argv = RecBoleDataset._fill_nan, sys.argv
+
+    def agg(self, func=None, *args, **kwargs):
+        if func is len:
+            return self.map(len)
+        return orig_agg(self, func, *args, **kwargs)
+
+    def read_csv(*args, **kwargs):
+        df = orig_read_csv(*args, **kwargs)
+        # RecBole's next line is a chained fillna("") on sequence columns (named "field:token_seq")
+        for col in df.columns:
+            if str(col).endswith("_seq"):
+                df[col] = df[col].fillna("")
+        return df
+
+    pd.Series.agg, pd.read_csv = agg, read_csv
+    RecBoleDataset._fill_nan = _fill_nan_cow_safe
+    sys.argv = sys.argv[:1]
+    try:
+        yield
+    finally:
+        pd.Series.agg, pd.read_csv = orig_agg, orig_read_csv
+        RecBoleDataset._fill_nan = orig_fill_nan
+        sys.argv = orig_argv
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load a RecBole checkpoint that this toolkit wrote (it pickles RecBole's Config)."""
+    import torch
+
+    return torch.load(Path(path), map_location=map_location, weights_only=False)
+
+
+_install_numpy_aliases()

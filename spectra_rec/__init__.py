@@ -1,0 +1,2 @@
+"""spectra-rec: LLM category priors (SPECTRA) and their fusion into rankers."""
+__version__ = "0.1.0"

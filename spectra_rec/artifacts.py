@@ -1,0 +1,138 @@
+"""Stage caching (ARCHITECTURE.md section 7): a folder per stage named by a hash of its configuration.
+
+A stage is skipped when a complete folder (with ``manifest.json``) exists for the same
+hash. Work happens in a temporary sibling folder that is renamed on success, so an
+interrupted run never leaves a half artifact that looks complete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def config_hash(config: dict) -> str:
+    """First 12 hex digits of sha256 over the canonical JSON of ``config``."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (first 16 hex digits)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def versions() -> dict:
+    """Versions of the toolkit and of the heavy libraries already imported (none is imported here)."""
+    from spectra_rec import __version__
+
+    out = {"spectra_rec": __version__, "python": platform.python_version()}
+    for mod in ("numpy", "pandas", "torch", "transformers", "peft", "faiss", "recbole", "vllm"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def stage_dir(root: Path, stage: str, config: dict) -> Path:
+    return Path(root) / stage / config_hash(config)
+
+
+def is_complete(path: Path) -> bool:
+    return (Path(path) / MANIFEST).exists()
+
+
+def read_manifest(path: Path) -> dict:
+    return json.loads((Path(path) / MANIFEST).read_text())
+
+
+def run_stage(
+    root: Path,
+    stage: str,
+    config: dict,
+    build: Callable[[Path], dict | None],
+    fresh: bool = False,
+    seed: int | None = None,
+) -> Path:
+    """Return the folder of ``stage`` for ``config``, building it with ``build(tmp_dir)`` if needed.
+
+    ``build`` writes its files into the temporary folder and may return extra manifest fields.
+    """
+    final = stage_dir(root, stage, config)
+    if is_complete(final) and not fresh:
+        log.info("%s: reusing %s", stage, final)
+        return final
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    try:
+        extra = build(tmp) or {}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest = {
+        "stage": stage,
+        "hash": final.name,
+        "config": config,
+        "seed": seed,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "versions": versions(),
+    } | extra
+    write_json(tmp / MANIFEST, manifest)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.replace(final)
+    log.info("%s: wrote %s (%.1fs)", stage, final, manifest["seconds"])
+    return final
+
+
+def write_json(path: Path, obj) -> Path:
+    """Write JSON through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    tmp.replace(path)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -1,0 +1,188 @@
+"""The prior table: one category distribution per user, the toolkit's integration point.
+
+On disk: one row per user, a ``user_id`` column with the dataset's raw user token and one
+float column per category name; metadata (method, model, taxonomy, template version,
+created, ...) lives in the Parquet schema metadata or, for CSV, in ``<file>.meta.json``.
+Invariants are checked once, at construction; downstream code trusts a PriorTable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from spectra_rec.errors import PriorTableError
+
+SUM_TOLERANCE = 1e-4
+"""Rows must sum to 1 within this; they are then renormalized exactly."""
+
+_META_KEY = b"spectra_rec"
+
+
+@dataclass(frozen=True, eq=False)
+class PriorTable:
+    """Per-user category distributions with their provenance."""
+
+    user_ids: np.ndarray
+    categories: tuple[str, ...]
+    probs: np.ndarray
+    meta: dict = field(default_factory=dict)
+    source: str = "<memory>"
+    """Where the table came from, for error messages."""
+
+    def __post_init__(self):
+        users = np.asarray(self.user_ids, dtype=object).astype(str).astype(object)
+        probs = np.asarray(self.probs, dtype=np.float64)
+        cats = tuple(str(c) for c in self.categories)
+        where = self.source
+        if probs.ndim != 2 or probs.shape != (len(users), len(cats)):
+            raise PriorTableError(
+                f"{where}: probabilities must have shape (users, categories) = ({len(users)}, {len(cats)}), "
+                f"got {probs.shape}"
+            )
+        if len(set(cats)) != len(cats):
+            dup = sorted({c for c in cats if cats.count(c) > 1})
+            raise PriorTableError(f"{where}: duplicate category columns {dup}")
+        dup_users = pd.Index(users).duplicated()
+        if dup_users.any():
+            raise PriorTableError(f"{where}: duplicate user_id values, e.g. {list(users[dup_users][:5])}")
+        bad = ~np.isfinite(probs)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise PriorTableError(
+                f"{where}: {int(bad.sum())} NaN/inf value(s), e.g. user {users[r]!r} category {cats[c]!r}"
+            )
+        if (probs < 0).any():
+            r, c = np.argwhere(probs < 0)[0]
+            raise PriorTableError(
+                f"{where}: negative probability {probs[r, c]:.3g} for user {users[r]!r} category {cats[c]!r}"
+            )
+        sums = probs.sum(axis=1)
+        off = np.abs(sums - 1.0) > SUM_TOLERANCE
+        if off.any():
+            r = int(np.flatnonzero(off)[0])
+            raise PriorTableError(
+                f"{where}: {int(off.sum())} row(s) do not sum to 1 (tolerance {SUM_TOLERANCE}), "
+                f"e.g. user {users[r]!r} sums to {sums[r]:.6g}"
+            )
+        object.__setattr__(self, "user_ids", users)
+        object.__setattr__(self, "categories", cats)
+        object.__setattr__(self, "probs", probs / sums[:, None])
+        object.__setattr__(self, "meta", dict(self.meta))
+
+    @property
+    def method(self) -> str:
+        return str(self.meta.get("method", "unknown"))
+
+    @property
+    def uses_heldout(self) -> bool:
+        """True for diagnostics built from held-out data (the oracle); reports must label them."""
+        return bool(self.meta.get("uses_heldout", False))
+
+    # ---- alignment with a dataset -------------------------------------------
+    def check_categories(self, categories) -> None:
+        expected = tuple(categories)
+        unknown = [c for c in self.categories if c not in expected]
+        missing = [c for c in expected if c not in self.categories]
+        if unknown or missing:
+            parts = []
+            if unknown:
+                parts.append(f"unknown categories {unknown[:10]}")
+            if missing:
+                parts.append(f"missing categories {missing[:10]}")
+            raise PriorTableError(
+                f"{self.source}: category columns do not match the dataset's {len(expected)} categories: "
+                + "; ".join(parts)
+            )
+
+    def matrix(self, dataset, users: np.ndarray) -> np.ndarray:
+        """Probabilities for dataset user indices ``users``, columns in dataset category order.
+
+        Raises when the table's categories differ from the dataset's, when it holds users
+        the dataset does not know, or when a requested user has no row.
+        """
+        self.check_categories(dataset.categories)
+        col = [self.categories.index(c) for c in dataset.categories]
+        known = dataset._user_index
+        stray = [u for u in self.user_ids if u not in known]
+        if stray:
+            raise PriorTableError(
+                f"{self.source}: {len(stray)} user_id value(s) not in dataset {dataset.name!r}, e.g. {stray[:5]}"
+            )
+        row_of = {u: r for r, u in enumerate(self.user_ids)}
+        tokens = dataset.user_ids[np.asarray(users, dtype=np.int64)]
+        rows = np.fromiter((row_of.get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
+        if (rows < 0).any():
+            missing = list(tokens[rows < 0][:5])
+            raise PriorTableError(
+                f"{self.source}: no row for {int((rows < 0).sum())} user(s) of the cohort, e.g. {missing}"
+            )
+        return self.probs[rows][:, col]
+
+    # ---- I/O ------------------------------------------------------------------
+    def to_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.probs, columns=list(self.categories))
+        df.insert(0, "user_id", self.user_ids)
+        return df
+
+    def save(self, path: str | Path) -> Path:
+        """Write Parquet (``.parquet``) or CSV (``.csv`` + ``.meta.json``) via a temporary file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")} | self.meta
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        df = self.to_frame()
+        if path.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            tbl = pa.Table.from_pandas(df, preserve_index=False)
+            tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
+            pq.write_table(tbl, tmp)
+        elif path.suffix == ".csv":
+            df.to_csv(tmp, index=False, float_format="%.10g")
+            meta_path = Path(str(path) + ".meta.json")
+            meta_tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
+            meta_tmp.write_text(json.dumps(meta, indent=1))
+            meta_tmp.replace(meta_path)
+        else:
+            raise PriorTableError(f"{path}: prior tables are saved as .parquet or .csv, not {path.suffix!r}")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PriorTable:
+        """Read a table written by :meth:`save` or by any tool that follows the format."""
+        path = Path(path)
+        if not path.exists():
+            raise PriorTableError(f"prior table {path} not found")
+        meta: dict = {}
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            tbl = pq.read_table(path)
+            raw = (tbl.schema.metadata or {}).get(_META_KEY)
+            meta = json.loads(raw) if raw else {}
+            df = tbl.to_pandas()
+        elif path.suffix == ".csv":
+            df = pd.read_csv(path, dtype={"user_id": str})
+            meta_path = Path(str(path) + ".meta.json")
+            if meta_path.exists():
+                meta = json.loads(meta_path.read_text())
+        else:
+            raise PriorTableError(f"{path}: expected a .parquet or .csv prior table, got {path.suffix!r}")
+        if "user_id" not in df.columns:
+            raise PriorTableError(f"{path}: missing column 'user_id'; found {list(df.columns)[:10]}")
+        cats = [c for c in df.columns if c != "user_id"]
+        non_numeric = [c for c in cats if not pd.api.types.is_numeric_dtype(df[c])]
+        if non_numeric:
+            raise PriorTableError(f"{path}: category column(s) {non_numeric[:5]} are not numeric")
+        return cls(
+            df["user_id"].astype(str).to_numpy(object), tuple(cats), df[cats].to_numpy(np.float64), meta, str(path)
+        )
