@@ -1,0 +1,1 @@
+"""Text: versioned prompt templates shared by alignment (training text) and probing (inference)."""

@@ -1,0 +1,118 @@
+"""Versioned prompt templates: the one place that decides how users, items and questions read.
+
+Training text (CPT corpus, SFT examples) and inference prompts (probes, DG, reranker) are
+built only from these functions, so SFT teaches exactly the formats inference reads.
+Bump ``TEMPLATE_VERSION`` whenever a rendered string changes; every artifact records it.
+
+Every question ends with ``ANSWER_CUE``; the answer follows after one space
+(``" Yes"``, ``" B"``, ``" Drama"``, ``" Drama, Comedy, Action"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+TEMPLATE_VERSION = "spectra-v1"
+
+ANSWER_CUE = "\nAnswer:"
+ANSWER_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+"""Single-token answer labels for multi-choice prompts (K > 26 needs the choice readout's scheme)."""
+
+
+@dataclass(frozen=True)
+class Verbalizers:
+    """Affirmative and negative answer words of the yes/no probe (each must be one token after the cue)."""
+
+    affirmative: tuple[str, ...] = ("Yes", "yes")
+    negative: tuple[str, ...] = ("No", "no")
+
+    def all(self) -> tuple[str, ...]:
+        return self.affirmative + self.negative
+
+
+def answer(text: str) -> str:
+    """The completion that follows ``ANSWER_CUE``: one space, then the answer."""
+    return " " + text
+
+
+def item_text(dataset, item: int) -> str:
+    """``Toy Story (1995) [Animation, Children's, Comedy]``."""
+    title = str(dataset.item_titles[item]) if dataset.item_titles is not None else f"item {dataset.item_ids[item]}"
+    year = dataset.item_years[item] if dataset.item_years is not None else None
+    cats = ", ".join(dataset.item_categories(item))
+    year_part = f" ({year})" if year not in (None, "") else ""
+    return f"{title}{year_part} [{cats}]"
+
+
+def user_text(dataset, user: int) -> str:
+    """``age 24, gender M, occupation technician`` (empty when the dataset has no user features)."""
+    if dataset.users is None:
+        return ""
+    token = dataset.user_ids[user]
+    if token not in dataset.users.index:
+        return ""
+    row = dataset.users.loc[token]
+    fields = [c for c in ("age", "gender", "occupation") if c in row.index]
+    return ", ".join(f"{c} {row[c]}" for c in fields)
+
+
+def history_prefix(dataset, user: int, items: Sequence[int], max_items: int | None = None) -> tuple[str, int]:
+    """The shared user-history prefix of every prompt; keeps the most recent ``max_items``.
+
+    Returns the text and how many older items were dropped (callers log it).
+    """
+    items = list(items)
+    dropped = 0
+    if max_items is not None and len(items) > max_items:
+        dropped = len(items) - max_items
+        items = items[dropped:]
+    lines = []
+    profile = user_text(dataset, user)
+    if profile:
+        lines.append(f"User profile: {profile}.")
+    lines.append("Watched, oldest first:")
+    lines.extend(f"- {item_text(dataset, i)}" for i in items)
+    return "\n".join(lines) + "\n", dropped
+
+
+def yes_no_question(category: str) -> str:
+    """Suffix of the likelihood probe for one category."""
+    return f"Question: will the user's next item be in the category {category}?{ANSWER_CUE}"
+
+
+def name_question() -> str:
+    """Suffix of the category-name readout and of SFT category-name targets."""
+    return f"Question: which category will the user choose next?{ANSWER_CUE}"
+
+
+def choice_question(categories: Sequence[str], letters: Sequence[str] = ANSWER_LETTERS) -> str:
+    """Multi-choice suffix listing ``letters[j]. categories[j]``."""
+    if len(categories) > len(letters):
+        raise ValueError(f"{len(categories)} categories but only {len(letters)} answer letters")
+    options = "\n".join(f"{letters[j]}. {c}" for j, c in enumerate(categories))
+    return f"Options:\n{options}\nQuestion: which option will the user choose next?{ANSWER_CUE}"
+
+
+def dg_question(k: int) -> str:
+    """Suffix of the direct-generation baseline: a ranked list of k categories."""
+    return f"Question: list the {k} categories the user will choose next, most likely first.{ANSWER_CUE}"
+
+
+def dg_answer(categories: Sequence[str]) -> str:
+    """``" Drama, Comedy, Action"``; the DG parser splits on ``LIST_SEPARATOR``."""
+    return answer(LIST_SEPARATOR.join(categories))
+
+
+LIST_SEPARATOR = ", "
+
+
+def reranker_prompt(history: str, category: str) -> str:
+    """Qwen3-Reranker pointwise format: judge whether the document (a category) meets the query (the user)."""
+    return (
+        "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+        'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+        "<|im_start|>user\n<Instruct>: Given a user's viewing history, judge whether the user will choose an item "
+        f"of this category next\n<Query>: {history.strip()}\n<Document>: {category}<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
