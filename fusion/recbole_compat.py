@@ -4,7 +4,9 @@ Import RecBole only through :func:`import_recbole` (or after importing this modu
 What is fixed, and why (see ../shared/PITFALLS.md):
 
 - numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which RecBole's
-  ``Config`` reads at import time: the aliases are defined before RecBole is imported.
+  ``Config`` reads to set ``np.float``, ``np.int``, ... as a side effect; its evaluator
+  metrics then use ``np.float``. We define the same aliases Config would, before RecBole is
+  imported, so RecBole's metrics work whether or not a Config was built.
 - ``recbole.quick_start`` imports ray (``ray<=2.6.3``, no wheel for Python 3.12+): we never
   import it and build the pipeline from Config / create_dataset / get_model / get_trainer.
 - pandas 3 (copy-on-write): ``Series.agg(len)`` returns one scalar instead of per-row
@@ -24,12 +26,26 @@ from pathlib import Path
 
 import numpy as np
 
-_NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_}
+_NUMPY_ALIASES = {
+    # removed in numpy 2, read by RecBole's Config
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    # what RecBole's Config assigns (config/configurator.py), used by its evaluator
+    "bool": np.bool_,
+    "int": np.int_,
+    "float": np.float64,
+    "complex": np.complex128,
+    "object": np.object_,
+    "str": np.str_,
+    "long": np.int_,
+    "unicode": np.str_,
+}
 
 
 def _install_numpy_aliases() -> None:
     for name, value in _NUMPY_ALIASES.items():
-        if not hasattr(np, name):
+        if name not in np.__dict__:  # hasattr would trip numpy's deprecation __getattr__
             setattr(np, name, value)
 
 
@@ -89,6 +105,33 @@ def pandas3_patches():
         pd.Series.agg, pd.read_csv = orig_agg, orig_read_csv
         RecBoleDataset._fill_nan = orig_fill_nan
         sys.argv = orig_argv
+
+
+class _DropRecBoleInfo:
+    """RecBole logs config dumps and progress to the root logger with ANSI colours; keep its warnings only."""
+
+    def filter(self, record) -> bool:
+        return record.levelno >= 30 or "/recbole/" not in record.pathname.replace("\\", "/")
+
+
+@contextlib.contextmanager
+def quiet_recbole():
+    """While RecBole runs: drop its INFO chatter from the root logger and its deprecation warnings."""
+    import logging
+    import warnings
+
+    filt = _DropRecBoleInfo()
+    handlers = logging.getLogger().handlers
+    for h in handlers:
+        h.addFilter(filt)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"recbole(\.|$)")
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.amp")
+            yield
+    finally:
+        for h in handlers:
+            h.removeFilter(filt)
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:

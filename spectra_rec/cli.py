@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from spectra_rec.errors import ConfigError, DataError, PriorTableError
+
 SUBCOMMANDS = {
     "data": ("spectra_rec.data.cli", "load a dataset, split it, write the data-stage artifacts"),
     "priors": ("spectra_rec.priors.cli", "build a history prior table (uhf, uhf-laplace, markov, popularity, uniform, oracle)"),
@@ -29,6 +31,8 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for noisy in ("faiss.loader", "matplotlib"):  # import-time chatter, not progress
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sp)
     args = sp.parse_args(rest)
     setup_logging(known.verbose)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (DataError, ConfigError, PriorTableError) as exc:
+        # bad input named by the library: one line for the user, not a traceback
+        print(f"{sp.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

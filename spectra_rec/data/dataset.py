@@ -147,6 +147,16 @@ def _require(df: pd.DataFrame, cols: list[str], path: Path) -> None:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
 
 
+def _require_tokens(col: pd.Series, path: Path, field_name: str) -> None:
+    """Ids must be non-empty tokens (a short line or a stray tab leaves them empty or NaN)."""
+    empty = col.isna().to_numpy() | (col.fillna("").astype(str).str.strip() == "").to_numpy()
+    if empty.any():
+        first = int(np.flatnonzero(empty)[0])
+        raise DataError(
+            f"{path}: field {field_name!r} is empty in {int(empty.sum())} row(s), e.g. data row {first + 1}"
+        )
+
+
 def _natural_order(tokens: np.ndarray) -> np.ndarray:
     """Sorted unique tokens, numerically when all are integers."""
     uniq = pd.unique(tokens)
@@ -182,12 +192,17 @@ def load_dataset(
         dup = items.loc[items["item_id"].duplicated(), "item_id"].head(5).tolist()
         raise DataError(f"{item_path}: duplicate item_id values, e.g. {dup}")
 
-    try:
-        times = inter["timestamp"].astype(float).to_numpy()
-    except ValueError as exc:
-        raise DataError(f"{inter_path}: field 'timestamp' must be numeric ({exc})") from None
-    if np.isnan(times).any():
-        raise DataError(f"{inter_path}: field 'timestamp' has {int(np.isnan(times).sum())} empty values")
+    for f in ("user_id", "item_id"):
+        _require_tokens(inter[f], inter_path, f)
+    _require_tokens(items["item_id"], item_path, "item_id")
+    times = pd.to_numeric(inter["timestamp"], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(times)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{inter_path}: field 'timestamp' must be a finite number; {int(bad.sum())} row(s) are not, "
+            f"e.g. data row {first + 1}: {inter['timestamp'].iloc[first]!r}"
+        )
 
     unknown_items = np.setdiff1d(inter["item_id"].unique(), items["item_id"].to_numpy())
     if len(unknown_items):
@@ -294,8 +309,13 @@ def _load_taxonomy(path: Path) -> dict[str, tuple[str, ...]] | None:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict) or not all(isinstance(v, list) and v for v in raw.values()):
-        raise DataError(f"{path}: expected an object mapping each L1 name to a non-empty list of L2 names")
+    if not isinstance(raw, dict) or not raw or not all(
+        isinstance(v, list) and v and all(isinstance(c, str) and c.strip() for c in v) for v in raw.values()
+    ):
+        raise DataError(
+            f"{path}: expected a non-empty object mapping each L1 name to a non-empty list of L2 names "
+            f"(strings), got {json.dumps(raw)[:200]}"
+        )
     seen: dict[str, str] = {}
     for l1, children in raw.items():
         for c in children:

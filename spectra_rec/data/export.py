@@ -42,6 +42,11 @@ def _write(path: Path, rows) -> int:
     return n
 
 
+def recbole_dataset_name(name: str) -> str:
+    """The exported dataset's name: never one RecBole special-cases (it hard-wires ``ml-100k`` to its bundled copy)."""
+    return f"{name}-split"
+
+
 def export_recbole_benchmark(split: Split, out_dir: Path, name: str, max_len: int = 50) -> dict:
     """Write train/valid/test .inter files plus an .item file listing the whole catalogue."""
     out_dir = Path(out_dir)

@@ -169,7 +169,9 @@ def split_dataset(ds: Dataset, ratio: float = 0.8) -> Split:
     user, item, time = ds.inter_user[order], ds.inter_item[order], ds.inter_time[order]
     counts = np.bincount(user, minlength=ds.n_users)
     ptr = np.concatenate([[0], np.cumsum(counts)])
-    n_train = np.where(counts > 0, np.maximum(1, np.floor(ratio * counts).astype(np.int64)), 0)
+    # floor(ratio * n) as meant in decimal: 0.29 * 100 is 28.999999999999996 in floating point,
+    # so a product within 1e-9 below an integer counts as that integer.
+    n_train = np.where(counts > 0, np.maximum(1, np.floor(ratio * counts + 1e-9).astype(np.int64)), 0)
     pos = np.arange(len(user)) - ptr[user]
     is_train = pos < n_train[user]
     return Split(ds, ratio, user, item, time, is_train, ptr, n_train)

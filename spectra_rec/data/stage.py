@@ -11,10 +11,13 @@ import pandas as pd
 
 from spectra_rec import artifacts
 from spectra_rec.data.dataset import Dataset, load_dataset, resolve_dataset_dir
-from spectra_rec.data.export import export_recbole_benchmark
+from spectra_rec.data.export import export_recbole_benchmark, recbole_dataset_name
 from spectra_rec.data.split import SLICES, Split, split_dataset
 
 log = logging.getLogger(__name__)
+
+LAYOUT_VERSION = 2
+"""Bump when the files this stage writes change shape, so older cached folders are not reused."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def data_stage(config: DataConfig, runs: Path = Path("runs"), fresh: bool = Fals
         for p in sorted(root.glob(f"{ds.name}.*"))
         if p.suffix in (".inter", ".item", ".user", ".json")
     }
-    stage_config = asdict(config) | {"dataset_name": ds.name, "inputs": inputs}
+    stage_config = asdict(config) | {"dataset_name": ds.name, "inputs": inputs, "layout": LAYOUT_VERSION}
 
     def build(tmp: Path) -> dict:
         window = np.where(split.is_train, "train", "heldout")
@@ -68,7 +71,8 @@ def data_stage(config: DataConfig, runs: Path = Path("runs"), fresh: bool = Fals
                 "bucket": np.asarray(SLICES)[split.category_bucket],
             }
         ).to_csv(tmp / "category_buckets.csv", index=False)
-        counts = export_recbole_benchmark(split, tmp / "recbole" / ds.name, ds.name, config.max_seq_len)
+        rb_name = recbole_dataset_name(ds.name)
+        counts = export_recbole_benchmark(split, tmp / "recbole" / rb_name, rb_name, config.max_seq_len)
         summary = ds.summary() | split.summary() | {"recbole_rows": counts}
         artifacts.write_json(tmp / "summary.json", summary)
         return {"summary": summary}

@@ -109,8 +109,9 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     cum[:, -1] = 1.0
     r = rng.random(n)
     inter_cat = np.empty(n, dtype=np.int64)
-    for start in range(0, n, 1 << 20):  # chunks bound the (chunk x K) comparison
-        sl = slice(start, start + (1 << 20))
+    chunk = max(1, (1 << 24) // K)  # chunks bound the (chunk x K) comparison to ~128 MB whatever K is
+    for start in range(0, n, chunk):
+        sl = slice(start, start + chunk)
         inter_cat[sl] = (cum[inter_user[sl]] < r[sl, None]).sum(axis=1)
 
     # Item per interaction: Zipf within the category (by primary category).

@@ -1,0 +1,335 @@
+"""RecBole backbones: train on the train windows, export user representations and item embeddings.
+
+The only module that talks to RecBole (through :mod:`fusion.recbole_compat`). A trained
+backbone is cached by configuration hash under ``runs/backbone/<hash>/`` with:
+
+- ``model.pth``: RecBole's checkpoint (pickles its Config; loaded only by us, weights_only=False);
+- ``user_repr.npy``: (n_users, H) sequence representation of each user's whole train window
+  (the context of the fusion target), rows in dataset user-index order (zeros: no train window);
+- ``item_emb.npy``: (n_items, H) item embeddings in dataset item-index order;
+- ``recbole_metrics.json``: RecBole's own valid/test NDCG@10, HR@10, MRR@10 (full ranking).
+
+base score(u, i) = user_repr[u] . item_emb[i], which is what ``full_sort_predict`` computes
+for SASRec and GRU4Rec (checked in tests). Warm runs read the arrays without importing RecBole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from spectra_rec import artifacts
+from spectra_rec.data.export import recbole_dataset_name
+from spectra_rec.data.split import Split
+from spectra_rec.errors import ConfigError, DataWarning
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "recbole_configs"
+SUPPORTED_MODELS = ("SASRec", "GRU4Rec")
+"""Tested backbones; other RecBole sequential models with ``forward(item_seq, item_seq_len)`` and
+``item_embedding`` whose ``full_sort_predict`` is their inner product work too."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which RecBole model to train and how."""
+
+    model: str = "SASRec"
+    """A RecBole sequential model name (SASRec, GRU4Rec, ...)."""
+    epochs: int | None = None
+    """Overrides the YAML's epochs (upper bound; early stopping on valid NDCG@10)."""
+    seed: int = 2020
+    """RecBole's init_seed."""
+    device: str = "cpu"
+    """cpu or cuda."""
+    overrides: dict = field(default_factory=dict)
+    """Extra RecBole config keys (highest priority)."""
+
+    def __post_init__(self):
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Backbone:
+    """A trained backbone's exported arrays (dataset index order) and its own metrics."""
+
+    model: str
+    folder: Path
+    user_repr: np.ndarray
+    item_emb: np.ndarray
+    recbole_metrics: dict
+
+    def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Base scores of ``items`` (n, C) for ``users`` (n,): row-wise inner products."""
+        return np.einsum("nh,nch->nc", self.user_repr[users], self.item_emb[items])
+
+    def full_scores(self, users: np.ndarray) -> np.ndarray:
+        return self.user_repr[users] @ self.item_emb.T
+
+
+def config_layers(model: str, dataset_name: str) -> list[Path]:
+    """base.yaml, <model>.yaml (if present), <dataset>.yaml (if present)."""
+    layers = [CONFIG_DIR / "base.yaml"]
+    for name in (model, dataset_name):
+        p = CONFIG_DIR / f"{name}.yaml"
+        if p.exists():
+            layers.append(p)
+    return layers
+
+
+def _resolved_yaml(model: str, dataset_name: str) -> dict:
+    out: dict = {}
+    for p in config_layers(model, dataset_name):
+        out.update(yaml.safe_load(p.read_text()) or {})
+    return out
+
+
+def check_model_name(model: str) -> None:
+    """Fail early, naming the supported models, for a name RecBole does not know as sequential."""
+    from fusion.recbole_compat import import_recbole
+
+    import_recbole()
+    import importlib
+
+    seq = importlib.import_module("recbole.model.sequential_recommender")
+    if not hasattr(seq, model):
+        known = sorted(n for n in dir(seq) if not n.startswith("_") and n[0].isupper())
+        raise ConfigError(
+            f"unknown backbone --model {model!r}; supported: {list(SUPPORTED_MODELS)} "
+            f"(other RecBole sequential models: {known})"
+        )
+
+
+def backbone_stage(
+    split: Split,
+    data_folder: Path,
+    config: BackboneConfig,
+    runs: Path = Path("runs"),
+    fresh: bool = False,
+) -> Backbone:
+    """Train (or reuse) ``config.model`` on the split's RecBole benchmark files and export its arrays."""
+    ds = split.dataset
+    if config.model not in SUPPORTED_MODELS:
+        check_model_name(config.model)
+    stage_config = {
+        "backbone": asdict(config),
+        "yaml": _resolved_yaml(config.model, ds.name),
+        "data": Path(data_folder).name,
+    }
+    folder = artifacts.stage_dir(runs, "backbone", stage_config)
+    if artifacts.is_complete(folder) and not fresh:
+        try:
+            return load_backbone(folder, config.model, ds.n_users, ds.n_items)
+        except (OSError, ValueError, KeyError) as exc:
+            warnings.warn(
+                f"cached backbone {folder} is missing or corrupt ({exc}); retraining", DataWarning, stacklevel=2
+            )
+            fresh = True
+
+    def build(tmp: Path) -> dict:
+        return _train(split, Path(data_folder) / "recbole", config, tmp)
+
+    folder = artifacts.run_stage(runs, "backbone", stage_config, build, fresh=fresh, seed=config.seed)
+    return load_backbone(folder, config.model, ds.n_users, ds.n_items)
+
+
+def load_backbone(folder: Path, model: str, n_users: int, n_items: int) -> Backbone:
+    folder = Path(folder)
+    user_repr = np.load(folder / "user_repr.npy")
+    item_emb = np.load(folder / "item_emb.npy")
+    if user_repr.shape[0] != n_users or item_emb.shape[0] != n_items or user_repr.shape[1] != item_emb.shape[1]:
+        raise ValueError(
+            f"shapes user_repr {user_repr.shape} / item_emb {item_emb.shape} do not match "
+            f"{n_users} users x {n_items} items"
+        )
+    if not (folder / "model.pth").exists():
+        raise OSError(f"{folder / 'model.pth'} is missing")
+    metrics = json.loads((folder / "recbole_metrics.json").read_text())
+    return Backbone(model, folder, user_repr, item_emb, metrics)
+
+
+def _recbole_config(model: str, data_path: Path, dataset_name: str, config: BackboneConfig, checkpoint_dir: Path):
+    """RecBole Config from our YAML layers (looked up by our dataset name) over the exported benchmark files."""
+    from fusion.recbole_compat import import_recbole, pandas3_patches
+
+    import_recbole()
+    from recbole.config import Config
+
+    cfg = {
+        "data_path": str(data_path),
+        "dataset": recbole_dataset_name(dataset_name),
+        "checkpoint_dir": str(checkpoint_dir),
+        "seed": config.seed,
+        "use_gpu": config.device == "cuda",
+        "log_wandb": False,
+    }
+    if config.epochs is not None:
+        cfg["epochs"] = config.epochs
+    cfg.update(config.overrides)
+    with pandas3_patches():
+        return Config(
+            model=model,
+            config_file_list=[str(p) for p in config_layers(model, dataset_name)],
+            config_dict=cfg,
+        )
+
+
+def _train(split: Split, data_path: Path, config: BackboneConfig, out: Path) -> dict:
+    """RecBole training with early stopping on the valid file; then export arrays and metrics."""
+    from fusion.recbole_compat import import_recbole, quiet_recbole
+
+    import_recbole()
+    with quiet_recbole():
+        return _train_quiet(split, data_path, config, out)
+
+
+def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Path) -> dict:
+    import torch
+
+    from fusion.recbole_compat import load_checkpoint, pandas3_patches
+
+    ds = split.dataset
+    rconfig = _recbole_config(config.model, data_path, ds.name, config, out)
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    init_seed(rconfig["seed"], rconfig["reproducibility"])
+    with pandas3_patches():
+        rdata = create_dataset(rconfig)
+        train_data, valid_data, test_data = data_preparation(rconfig, rdata)
+    init_seed(rconfig["seed"] + rconfig["local_rank"], rconfig["reproducibility"])
+    model = get_model(config.model)(rconfig, train_data.dataset).to(rconfig["device"])
+    _check_interface(model, config.model)
+    trainer = get_trainer(rconfig["MODEL_TYPE"], config.model)(rconfig, model)
+    trainer.saved_model_file = str(out / "model.pth")
+
+    t0 = time.perf_counter()
+    log.info(
+        "training %s on %d train sequences (epochs <= %d, batch %d)",
+        config.model, len(train_data.dataset), rconfig["epochs"], rconfig["train_batch_size"],
+    )
+    epoch_log = _EpochLogger(trainer, rconfig["epochs"])
+    best_valid, _ = trainer.fit(
+        train_data, valid_data, verbose=False, saved=True, show_progress=False, callback_fn=epoch_log
+    )
+    train_seconds = time.perf_counter() - t0
+
+    # torch >= 2.6 refuses RecBole's pickled Config under weights_only=True: load our own file.
+    state = load_checkpoint(out / "model.pth", map_location=rconfig["device"])
+    model.load_state_dict(state["state_dict"])
+    model.load_other_parameter(state.get("other_parameter"))
+    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+
+    rb_items = rdata.token2id(rdata.iid_field, list(ds.item_ids))
+    model.eval()
+    with torch.no_grad():
+        item_emb = _item_embeddings(model)[torch.as_tensor(rb_items)].cpu().numpy()
+        user_repr = _user_representations(model, split, rdata, rconfig["MAX_ITEM_LIST_LENGTH"], rconfig["device"])
+    np.save(out / "user_repr.npy", user_repr.astype(np.float32))
+    np.save(out / "item_emb.npy", item_emb.astype(np.float32))
+    metrics = {
+        "valid": {k: float(v) for k, v in (epoch_log.best or {}).items()} or {"ndcg@10": float(best_valid)},
+        "test": {k: float(v) for k, v in test_result.items()},
+        "epochs_run": epoch_log.epochs,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_epoch": round(train_seconds / max(epoch_log.epochs, 1), 1),
+        "train_sequences": len(train_data.dataset),
+        "protocol": "RecBole full ranking over all items; valid target = last train item, "
+        "test target = first held-out item with the whole train window as context",
+    }
+    artifacts.write_json(out / "recbole_metrics.json", metrics)
+    log.info(
+        "%s: %d epochs in %.0fs; RecBole test NDCG@10 %.4f, HR@10 %.4f",
+        config.model, epoch_log.epochs, train_seconds, metrics["test"].get("ndcg@10", float("nan")),
+        metrics["test"].get("hit@10", float("nan")),
+    )
+    return {"recbole_metrics": metrics}
+
+
+class _EpochLogger:
+    """RecBole's fit callback: log each epoch's validation result (RecBole's own logger is silent)."""
+
+    def __init__(self, trainer, max_epochs: int):
+        self.trainer, self.max_epochs, self.epochs, self.best = trainer, max_epochs, 0, None
+
+    def __call__(self, epoch_idx, valid_score):
+        self.epochs = epoch_idx + 1
+        log.info("epoch %d/%d: valid NDCG@10 %.4f", self.epochs, self.max_epochs, valid_score)
+        if self.trainer.best_valid_score == valid_score:
+            self.best = {"ndcg@10": valid_score}
+
+
+def _check_interface(model, name: str) -> None:
+    if not hasattr(model, "item_embedding") or not hasattr(model, "forward"):
+        raise ConfigError(
+            f"backbone {name!r} exposes no item_embedding / sequence representation; "
+            f"supported: {list(SUPPORTED_MODELS)}"
+        )
+
+
+def _item_embeddings(model):
+    return model.item_embedding.weight
+
+
+def _user_representations(model, split: Split, rdata, max_len: int, device) -> np.ndarray:
+    """forward(item_seq, item_seq_len) over each user's whole train window (the fusion context)."""
+    import torch
+
+    ds = split.dataset
+    rb_items = np.asarray(rdata.token2id(rdata.iid_field, list(ds.item_ids)))
+    hidden = _item_embeddings(model).shape[1]
+    out = np.zeros((ds.n_users, hidden), dtype=np.float32)
+    users = np.flatnonzero(split.n_train > 0)
+    for start in range(0, len(users), 1024):
+        batch = users[start : start + 1024]
+        seqs = [rb_items[split.train_items(u)[-max_len:]] for u in batch]
+        lens = np.array([len(s) for s in seqs])
+        mat = np.zeros((len(batch), max_len), dtype=np.int64)
+        for r, s in enumerate(seqs):
+            mat[r, : len(s)] = s  # RecBole sequences are left-aligned, padded with 0 on the right
+        rep = model.forward(torch.as_tensor(mat, device=device), torch.as_tensor(lens, device=device))
+        out[batch] = rep.detach().cpu().numpy()
+    return out
+
+
+def load_recbole_model(folder: Path, split: Split, config: BackboneConfig):
+    """Rebuild the trained RecBole model and dataset from a backbone folder (for the fused wrapper).
+
+    Returns (model, recbole_dataset, recbole_config, test_dataloader).
+    """
+    from fusion.recbole_compat import import_recbole, quiet_recbole
+
+    import_recbole()
+    with quiet_recbole():
+        return _load_recbole_model(folder, split, config)
+
+
+def _load_recbole_model(folder: Path, split: Split, config: BackboneConfig):
+    from fusion.recbole_compat import load_checkpoint, pandas3_patches
+
+    data_folder = json.loads((Path(folder) / artifacts.MANIFEST).read_text())["config"]["data"]
+    data_path = Path(folder).parent.parent / "data" / data_folder / "recbole"
+    rconfig = _recbole_config(config.model, data_path, split.dataset.name, config, Path(folder))
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, init_seed
+
+    init_seed(rconfig["seed"], rconfig["reproducibility"])
+    with pandas3_patches():
+        rdata = create_dataset(rconfig)
+        train_data, valid_data, test_data = data_preparation(rconfig, rdata)
+    model = get_model(config.model)(rconfig, train_data.dataset).to(rconfig["device"])
+    state = load_checkpoint(Path(folder) / "model.pth", map_location=rconfig["device"])
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    return model, rdata, rconfig, test_data

@@ -1,0 +1,228 @@
+"""The main job: data -> backbone -> prior -> candidates -> blend -> evaluate -> report.
+
+Every stage is cached under ``runs/`` by a hash of its configuration (``--fresh`` recomputes);
+a warm rerun reads the backbone's exported arrays and never imports RecBole.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fusion.backbones import Backbone, BackboneConfig, backbone_stage
+from fusion.blend import NORMALIZATIONS, affinity, check_w
+from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES, retrieval_candidates, sampled_negatives
+from fusion.evaluate import CaseScores, SetResult, evaluate_set
+from spectra_rec.data.dataset import Dataset
+from spectra_rec.data.split import Split
+from spectra_rec.data.stage import DataConfig, data_stage
+from spectra_rec.errors import ConfigError
+from spectra_rec.priors.history import HISTORY_PRIORS, history_prior
+from spectra_rec.priors.table import PriorTable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_W_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Configuration of one ``run_fusion.py`` run."""
+
+    model: str = "SASRec"
+    """RecBole backbone."""
+    dataset: str = "ml-100k"
+    """Built-in dataset name or directory of atomic files."""
+    prior: str = "uhf"
+    """History prior name, ``spectra``, or a path to a prior table (.parquet / .csv)."""
+    w: float | None = None
+    """Fixed fusion weight (skips the sweep); None: chosen on the dev cohort."""
+    w_grid: tuple[float, ...] = DEFAULT_W_GRID
+    """Weights swept on the dev cohort (must include 0 and 1)."""
+    normalizations: tuple[str, ...] = ("minmax", "zscore", "softmax", "rank")
+    """Per-user normalizations tried on the dev cohort (the first is used with a fixed w)."""
+    candidate_sets: tuple[str, ...] = CANDIDATE_SETS
+    """Candidate sets to evaluate."""
+    select_on: str = "neg99"
+    """Candidate set whose dev NDCG@10 picks (normalization, w) for all sets."""
+    top_n: int = 200
+    """Retrieval depth."""
+    index: str = "flat"
+    """Faiss index for retrieval: flat (exact), hnsw or ivf."""
+    epochs: int | None = None
+    """Backbone epochs override."""
+    max_users: int | None = None
+    """Seeded subsample of the evaluated users (quick runs); the backbone still trains on all."""
+    dev_fraction: float = 0.2
+    """Share of evaluable users in the dev cohort (disjoint from the reported cohort)."""
+    n_boot: int = 1000
+    """Bootstrap resamples for the lift CIs."""
+    k: int = 10
+    """Cut-off of NDCG / HR / MRR."""
+    seed: int = 0
+    """Seed of cohorts, negatives and bootstrap."""
+    backbone_seed: int = 2020
+    """RecBole's seed."""
+    device: str = "cpu"
+    """cpu or cuda (backbone training)."""
+    split_ratio: float = 0.8
+    """Train-window share per user."""
+    runs: Path = Path("runs")
+    """Cache root."""
+    out: Path | None = None
+    """Output folder (default runs/fusion/<dataset>-<model>-<prior>)."""
+    fresh: bool = False
+    """Recompute cached stages."""
+    backbone_overrides: dict = field(default_factory=dict)
+    """Extra RecBole config keys."""
+
+    def __post_init__(self):
+        if self.w is not None:
+            check_w(self.w)
+        grid = tuple(float(x) for x in self.w_grid)
+        for x in grid:
+            check_w(x)
+        if 0.0 not in grid or 1.0 not in grid:
+            raise ConfigError(f"w_grid must include 0 and 1, got {list(grid)}")
+        object.__setattr__(self, "w_grid", tuple(sorted(set(grid))))
+        for s in self.candidate_sets:
+            if s not in CANDIDATE_SETS:
+                raise ConfigError(f"unknown candidate set {s!r}; options: {list(CANDIDATE_SETS)}")
+        if self.select_on not in self.candidate_sets:
+            raise ConfigError(f"select_on {self.select_on!r} is not among candidate_sets {list(self.candidate_sets)}")
+        for n in self.normalizations:
+            if n not in NORMALIZATIONS:
+                raise ConfigError(f"unknown normalization {n!r}; options: {sorted(NORMALIZATIONS)}")
+        if self.index not in FAISS_INDEXES:
+            raise ConfigError(f"unknown --index {self.index!r}; options: {list(FAISS_INDEXES)}")
+        if self.max_users is not None and self.max_users < 2:
+            raise ConfigError(f"--max-users must be >= 2 (dev and test cohorts), got {self.max_users}")
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+
+    def prior_label(self) -> str:
+        p = Path(self.prior)
+        return p.stem if p.suffix in (".parquet", ".csv") else self.prior
+
+    def output_dir(self, dataset_name: str) -> Path:
+        return self.out or self.runs / "fusion" / f"{dataset_name}-{self.model}-{self.prior_label()}"
+
+
+def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, fresh: bool = False) -> PriorTable:
+    """A history prior by name, the SPECTRA prior (aligned and probed, cached), or a table file."""
+    if spec in HISTORY_PRIORS:
+        return history_prior(split, spec)
+    if spec == "spectra":
+        try:
+            from spectra_rec.probe.run import spectra_prior
+        except ImportError as exc:
+            raise ConfigError(f"--prior spectra needs the probing stage, which failed to import: {exc}") from exc
+        return spectra_prior(data_config, split, runs=runs, fresh=fresh)
+    path = Path(spec)
+    if path.suffix in (".parquet", ".csv"):
+        return PriorTable.load(path)
+    raise ConfigError(
+        f"--prior {spec!r} is neither a prior name ({sorted(HISTORY_PRIORS) + ['spectra']}) "
+        "nor a .parquet/.csv prior table"
+    )
+
+
+def cohorts(split: Split, config: FusionConfig) -> tuple[np.ndarray, np.ndarray]:
+    dev, test = split.cohorts(config.dev_fraction, config.seed)
+    if config.max_users is not None and config.max_users < len(dev) + len(test):
+        rng = np.random.default_rng(config.seed + 1)
+        n_dev = max(1, int(round(config.max_users * config.dev_fraction)))
+        dev = np.sort(rng.choice(dev, size=min(n_dev, len(dev)), replace=False))
+        test = np.sort(rng.choice(test, size=min(config.max_users - len(dev), len(test)), replace=False))
+    return dev, test
+
+
+@dataclass
+class FusionRun:
+    """What a run produced: per-set results plus everything the report needs."""
+
+    config: FusionConfig
+    data: Dataset
+    prior: PriorTable
+    backbone: Backbone
+    sets: dict[str, SetResult]
+    cohort_sizes: dict
+    timing: dict
+    data_summary: dict
+
+
+def build_cases(name: str, split: Split, backbone: Backbone, prior: np.ndarray, users: np.ndarray, config: FusionConfig):
+    """Candidates, base scores and prior affinities for one candidate set."""
+    if name == "retrieval":
+        cands = retrieval_candidates(split, users, backbone.user_repr, backbone.item_emb, config.top_n, config.index)
+    else:
+        n_neg = int(name[3:])
+        cands = sampled_negatives(split, users, n_neg, seed=config.seed + n_neg, name=name)
+    safe = np.maximum(cands.items, 0)
+    base = np.where(cands.mask, backbone.scores(users, safe), 0.0).astype(np.float64)
+    aff = affinity(prior, split.dataset.membership, cands.items)
+    slices = split.item_slice[cands.targets]
+    return CaseScores(cands, base, aff, slices)
+
+
+def run_fusion(config: FusionConfig) -> FusionRun:
+    """Run every stage for ``config`` (reusing cached ones) and return the results."""
+    timing = {}
+
+    t = time.perf_counter()
+    data_config = DataConfig(dataset=config.dataset, split_ratio=config.split_ratio)
+    ds, split, data_folder = data_stage(data_config, config.runs, config.fresh)
+    timing["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    bconf = BackboneConfig(config.model, config.epochs, config.backbone_seed, config.device, config.backbone_overrides)
+    backbone = backbone_stage(split, data_folder, bconf, config.runs, config.fresh)
+    timing["backbone"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    table = resolve_prior(config.prior, split, data_config, config.runs, config.fresh)
+    dev, test = cohorts(split, config)
+    users = np.concatenate([dev, test])
+    is_test = np.concatenate([np.zeros(len(dev), bool), np.ones(len(test), bool)])
+    P = table.matrix(ds, users)
+    timing["prior"] = time.perf_counter() - t
+    log.info("prior %s: %d users x %d categories; cohorts dev %d / test %d", table.method, *P.shape, len(dev), len(test))
+
+    sets: dict[str, SetResult] = {}
+    timing["candidates"] = 0.0
+    timing["evaluate"] = 0.0
+    order = [config.select_on] + [s for s in config.candidate_sets if s != config.select_on]
+    chosen = None
+    for name in order:
+        t = time.perf_counter()
+        cases = build_cases(name, split, backbone, P, users, config)
+        timing["candidates"] += time.perf_counter() - t
+        t = time.perf_counter()
+        fixed_w, fixed_norm = (config.w, None) if chosen is None else chosen
+        res = evaluate_set(cases, ~is_test, is_test, config.w_grid, config.normalizations, fixed_w, fixed_norm, config.k)
+        if chosen is None:
+            chosen = (res.w, res.normalization)
+        sets[name] = res
+        timing["evaluate"] += time.perf_counter() - t
+        log.info("%s: w=%.2f (%s)", name, res.w, res.normalization)
+
+    return FusionRun(
+        config=config,
+        data=ds,
+        prior=table,
+        backbone=backbone,
+        sets={s: sets[s] for s in config.candidate_sets},
+        cohort_sizes={"dev": int(len(dev)), "test": int(len(test))},
+        timing=timing,
+        data_summary=ds.summary() | {"item_slices": split.summary()["item_slices"]},
+    )
+
+
+def config_dict(config: FusionConfig) -> dict:
+    d = asdict(config)
+    d["runs"], d["out"] = str(config.runs), (str(config.out) if config.out else None)
+    return d

@@ -1,0 +1,197 @@
+"""Fusion results as results.json, per-user CSV, results.md, PNG plots and a console table.
+
+This is the only place that rounds (JSON keeps full precision).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fusion.evaluate import lift, metric_names, summarize
+from fusion.pipeline import FusionRun, config_dict
+from spectra_rec import artifacts
+from spectra_rec.data.split import SLICES
+
+log = logging.getLogger(__name__)
+
+SLICE_NAMES = ("overall", *SLICES)
+
+
+def results_dict(run: FusionRun) -> dict:
+    """The results.json payload: per candidate set, base / fused / lift per slice."""
+    cfg = run.config
+    k = cfg.k
+    key = f"ndcg@{k}"
+    first = next(iter(run.sets.values()))
+    out = {
+        "model": cfg.model,
+        "dataset": run.data.name,
+        "prior": cfg.prior_label(),
+        "prior_meta": run.prior.meta,
+        "prior_uses_heldout": run.prior.uses_heldout,
+        "w": first.w,
+        "normalization": first.normalization,
+        "w_selected_on": f"dev cohort, {cfg.select_on}, {key}" if cfg.w is None else "fixed by --w",
+        "w_grid": list(cfg.w_grid),
+        "cohorts": run.cohort_sizes,
+        "backbone": {"folder": str(run.backbone.folder), "recbole": run.backbone.recbole_metrics},
+        "candidates": {},
+        "timing_s": {s: round(v, 3) for s, v in run.timing.items()},
+        "config": config_dict(cfg),
+        "data": run.data_summary,
+    }
+    for name, r in run.sets.items():
+        out["candidates"][name] = {
+            "w": r.w,
+            "normalization": r.normalization,
+            "base": summarize(r.base, r.test, r.slices),
+            "fused": summarize(r.fused, r.test, r.slices),
+            "lift": {
+                s: {key: v["relative"], "ci95": v["ci95"], f"{key}_absolute": v["absolute"], "p_value": v["p_value"], "n": v["n"]}
+                for s, v in lift(r.base[key], r.fused[key], r.test, r.slices, cfg.n_boot, cfg.seed).items()
+            },
+            "sweep": r.sweep,
+            "info": r.info,
+        }
+    return out
+
+
+def per_user_frame(run: FusionRun) -> pd.DataFrame:
+    frames = []
+    dataset_user_ids, dataset_item_ids = run.data.user_ids, run.data.item_ids
+    for name, r in run.sets.items():
+        df = pd.DataFrame(
+            {
+                "candidates": name,
+                "user_id": dataset_user_ids[r.users],
+                "cohort": np.where(r.test, "test", "dev"),
+                "target_item": dataset_item_ids[r.targets],
+                "slice": np.asarray(SLICES)[r.slices],
+            }
+        )
+        for m in metric_names(run.config.k):
+            df[f"base_{m}"] = r.base[m]
+            df[f"fused_{m}"] = r.fused[m]
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fmt(x, digits=4):
+    return "nan" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def table_rows(results: dict, k: int) -> list[dict]:
+    key = f"ndcg@{k}"
+    rows = []
+    for name, c in results["candidates"].items():
+        for s in SLICE_NAMES:
+            lf = c["lift"][s]
+            rows.append(
+                {
+                    "candidates": name,
+                    "slice": s,
+                    "n": c["base"][s]["n"],
+                    f"base {key}": _fmt(c["base"][s][key]),
+                    f"fused {key}": _fmt(c["fused"][s][key]),
+                    "lift": "nan" if np.isnan(lf[key]) else f"{lf[key]:+.1%}",
+                    "95% CI": "nan" if np.isnan(lf["ci95"][0]) else f"[{lf['ci95'][0]:+.1%}, {lf['ci95'][1]:+.1%}]",
+                    "abs diff": "nan" if np.isnan(lf[f"{key}_absolute"]) else f"{lf[f'{key}_absolute']:+.4f}",
+                    "p": _fmt(lf["p_value"], 3) if not lf["p_value"] < 1e-3 else f"{lf['p_value']:.1e}",
+                }
+            )
+    return rows
+
+
+def markdown(results: dict, k: int) -> str:
+    rows = table_rows(results, k)
+    cols = list(rows[0])
+    lines = [
+        f"# Fusion: {results['model']} + {results['prior']} prior on {results['dataset']}",
+        "",
+        f"w = {results['w']} ({results['normalization']} normalization), selected on {results['w_selected_on']}; "
+        f"reported cohort: {results['cohorts']['test']} users (dev: {results['cohorts']['dev']}).",
+    ]
+    if results["prior_uses_heldout"]:
+        lines.append("**The prior reads held-out data (oracle diagnostic): not a legitimate result.**")
+    rb = results["backbone"]["recbole"].get("test", {})
+    lines += [
+        f"Backbone's own RecBole test NDCG@10 (full ranking): {_fmt(rb.get('ndcg@10'))}, HR@10 {_fmt(rb.get('hit@10'))}.",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def console_table(results: dict, k: int) -> str:
+    rows = table_rows(results, k)
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    line = "  ".join(c.ljust(widths[c]) for c in cols)
+    out = [line, "-" * len(line)]
+    out += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(out)
+
+
+def plots(results: dict, out: Path, k: int) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = f"ndcg@{k}"
+    paths = []
+    sets = results["candidates"]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.6), squeeze=False)
+    for ax, (name, c) in zip(axes[0], sets.items()):
+        curves = c["sweep"][c["normalization"]]["test"]
+        for s in SLICE_NAMES:
+            ax.plot(results["w_grid"], curves[s], marker="o", ms=3, label=s)
+        ax.axvline(c["w"], color="grey", ls="--", lw=1)
+        ax.set_title(f"{name} ({c['normalization']})")
+        ax.set_xlabel("w (prior weight)")
+        ax.set_ylabel(f"NDCG@{k} (test cohort)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{results['model']} + {results['prior']}: NDCG@{k} vs w")
+    fig.tight_layout()
+    paths.append(out / "sweep.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.6), squeeze=False)
+    x = np.arange(len(SLICE_NAMES))
+    for ax, (name, c) in zip(axes[0], sets.items()):
+        base = [c["base"][s][key] for s in SLICE_NAMES]
+        fused = [c["fused"][s][key] for s in SLICE_NAMES]
+        ax.bar(x - 0.2, base, 0.4, label="base")
+        ax.bar(x + 0.2, fused, 0.4, label=f"fused (w={c['w']})")
+        ax.set_xticks(x, [f"{s}\n(n={c['base'][s]['n']})" for s in SLICE_NAMES], fontsize=8)
+        ax.set_title(name)
+        ax.set_ylabel(f"NDCG@{k}")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "slices.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def write_report(run: FusionRun, out: Path) -> dict:
+    """Write results.json, per_user.csv, results.md and the PNGs; return the results dict."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = results_dict(run)
+    k = run.config.k
+    artifacts.write_json(out / "results.json", results)
+    df = per_user_frame(run)
+    tmp = out / ".per_user.csv.tmp"
+    df.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(out / "per_user.csv")
+    artifacts.write_text(out / "results.md", markdown(results, k))
+    plots(results, out, k)
+    return results

@@ -1,0 +1,200 @@
+"""End to end: RecBole really trains tiny backbones on synthetic data; Faiss really retrieves."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusion.backbones import BackboneConfig, backbone_stage, load_recbole_model
+from fusion.candidates import index_recall, retrieval_candidates, sampled_negatives
+from fusion.pipeline import FusionConfig, run_fusion
+from fusion.report import write_report
+from spectra_rec.data.stage import DataConfig, data_stage
+from spectra_rec.data.synthetic import SyntheticConfig, make_synthetic
+from spectra_rec.errors import ConfigError, DataWarning, PriorTableError
+from spectra_rec.priors.table import PriorTable
+
+TINY = {
+    "SASRec": {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1, "train_batch_size": 256},
+    "GRU4Rec": {"embedding_size": 16, "hidden_size": 16, "train_batch_size": 256},
+}
+
+
+@pytest.fixture(scope="module")
+def syn_dir(tmp_path_factory):
+    return make_synthetic(
+        tmp_path_factory.mktemp("syn"), SyntheticConfig(n_users=120, n_items=150, mean_interactions=25, seed=5)
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def _config(syn_dir, runs, model="SASRec", **kw):
+    base = dict(model=model, dataset=str(syn_dir), epochs=1, runs=runs, n_boot=100, backbone_overrides=TINY[model])
+    return FusionConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def sasrec(syn_dir, runs):
+    cfg = _config(syn_dir, runs, out=runs / "out-sasrec")
+    run = run_fusion(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        results = write_report(run, cfg.out)
+    return cfg, run, results
+
+
+def test_results_json_has_the_documented_schema_and_files(sasrec):
+    cfg, run, results = sasrec
+    on_disk = json.loads((cfg.out / "results.json").read_text())
+    for key in ("model", "dataset", "prior", "w", "w_grid", "candidates", "timing_s"):
+        assert key in on_disk
+    assert on_disk["model"] == "SASRec" and on_disk["prior"] == "uhf"
+    assert 0.0 in on_disk["w_grid"] and 1.0 in on_disk["w_grid"]
+    for cset in ("neg99", "neg999", "retrieval"):
+        c = on_disk["candidates"][cset]
+        for side in ("base", "fused"):
+            for s in ("overall", "head", "mid", "tail"):
+                assert set(c[side][s]) >= {"ndcg@10", "hr@10", "mrr@10", "n"}
+        for s in ("overall", "head", "mid", "tail"):
+            assert set(c["lift"][s]) >= {"ndcg@10", "ci95", "p_value"}
+        n = c["base"]
+        assert n["overall"]["n"] == n["head"]["n"] + n["mid"]["n"] + n["tail"]["n"] == run.cohort_sizes["test"]
+    for f in ("results.md", "per_user.csv", "sweep.png", "slices.png"):
+        assert (cfg.out / f).stat().st_size > 0
+    assert {"data", "backbone", "prior", "candidates", "evaluate"} <= set(on_disk["timing_s"])
+
+
+def test_reported_cohort_is_disjoint_from_the_dev_cohort_that_chose_w(sasrec):
+    cfg, run, _ = sasrec
+    df = pd.read_csv(cfg.out / "per_user.csv", dtype={"user_id": str})
+    one = df[df.candidates == "neg99"]
+    dev, test = set(one.user_id[one.cohort == "dev"]), set(one.user_id[one.cohort == "test"])
+    assert dev and test and not dev & test
+
+
+def test_summary_means_equal_per_user_csv(sasrec):
+    cfg, _, results = sasrec
+    df = pd.read_csv(cfg.out / "per_user.csv")
+    sel = (df.candidates == "neg999") & (df.cohort == "test") & (df.slice == "head")
+    assert results["candidates"]["neg999"]["fused"]["head"]["ndcg@10"] == pytest.approx(df[sel]["fused_ndcg@10"].mean())
+
+
+def test_w0_reproduces_the_base_metrics_case_by_case(syn_dir, runs, sasrec):
+    run = run_fusion(_config(syn_dir, runs, w=0.0))
+    for r in run.sets.values():
+        for m in r.base:
+            assert np.array_equal(r.base[m], r.fused[m])
+
+
+def test_exact_faiss_matches_recbole_full_sort_predict(syn_dir, runs, sasrec):
+    import torch
+
+    _, run, _ = sasrec
+    ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
+    model, rdata, rconfig, test_data = load_recbole_model(run.backbone.folder, split, BackboneConfig("SASRec", 1, overrides=TINY["SASRec"]))
+    batch = next(iter(test_data))[0]
+    with torch.no_grad():
+        rb_scores = model.full_sort_predict(batch).numpy()
+    users = ds.user_index(rdata.id2token(rdata.uid_field, batch[rdata.uid_field].numpy()))
+    rb_items = rdata.token2id(rdata.iid_field, list(ds.item_ids))
+    ours = run.backbone.full_scores(users)
+    np.testing.assert_allclose(ours, rb_scores[:, rb_items], rtol=1e-4, atol=1e-4)
+    # Faiss IndexFlatIP top-N == full sorting of RecBole's scores (train items removed from both)
+    cands = retrieval_candidates(split, users, run.backbone.user_repr, run.backbone.item_emb, top_n=20)
+    for r, u in enumerate(users):
+        s = rb_scores[r, rb_items].copy()
+        s[split.train_items(u)] = -np.inf
+        expected = np.argsort(-s, kind="stable")[:20]
+        got = cands.items[r]
+        # equal as sets up to float ties at the cut-off
+        assert len(set(expected) ^ set(got)) <= 2 * int(np.isclose(s[expected[-1]], s[np.argsort(-s)[20]]))
+
+
+def test_warm_rerun_reuses_the_backbone(syn_dir, runs, sasrec):
+    _, run, _ = sasrec
+    manifest = json.loads((run.backbone.folder / "manifest.json").read_text())
+    again = run_fusion(_config(syn_dir, runs))
+    assert again.backbone.folder == run.backbone.folder
+    assert json.loads((run.backbone.folder / "manifest.json").read_text())["created"] == manifest["created"]
+    assert again.timing["backbone"] < 2.0
+
+
+def test_corrupt_cached_backbone_is_retrained_with_a_warning(syn_dir, runs):
+    ds, split, folder = data_stage(DataConfig(dataset=str(syn_dir)), runs)
+    cfg = BackboneConfig("GRU4Rec", epochs=1, overrides=TINY["GRU4Rec"])
+    first = backbone_stage(split, folder, cfg, runs)
+    (first.folder / "item_emb.npy").write_bytes(b"not a numpy file")
+    with pytest.warns(DataWarning, match="missing or corrupt"):
+        second = backbone_stage(split, folder, cfg, runs)
+    assert second.item_emb.shape == (ds.n_items, 16)
+
+
+def test_recbole_evaluator_scores_the_fused_wrapper(syn_dir, runs, sasrec):
+    from fusion.wrapper import FusedRecBoleModel
+    from recbole.utils import get_trainer
+
+    _, run, _ = sasrec
+    ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
+    model, rdata, rconfig, test_data = load_recbole_model(run.backbone.folder, split, BackboneConfig("SASRec", 1, overrides=TINY["SASRec"]))
+    trainer = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, model)
+    inner = trainer.evaluate(test_data, load_best_model=False)
+    oracle = __import__("spectra_rec.priors", fromlist=["history_prior"]).history_prior(split, "oracle")
+    at0 = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, FusedRecBoleModel(model, rdata, oracle, ds, 0.0))
+    assert at0.evaluate(test_data, load_best_model=False) == inner
+    at1 = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, FusedRecBoleModel(model, rdata, oracle, ds, 0.5))
+    fused = at1.evaluate(test_data, load_best_model=False)
+    assert fused["ndcg@10"] != inner["ndcg@10"]
+
+
+def test_sampled_negatives_are_true_negatives_and_seeded(syn_dir, runs):
+    ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
+    users = split.eval_users[:30]
+    a = sampled_negatives(split, users, 99, seed=3)
+    b = sampled_negatives(split, users, 99, seed=3)
+    assert np.array_equal(a.items, b.items)
+    for r, u in enumerate(users):
+        row = a.items[r][a.items[r] >= 0]
+        seen = set(split.item[split.ptr[u] : split.ptr[u + 1]])
+        assert row[0] == split.targets[u] and not (set(row[1:]) & seen)
+        assert len(set(row)) == len(row) == min(100, ds.n_items - len(seen) + 1)
+
+
+def test_hnsw_and_ivf_recall_against_exact():
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(2000, 32)).astype(np.float32)
+    queries = rng.normal(size=(50, 32)).astype(np.float32)
+    assert index_recall(items, queries, 20, "hnsw", ef_search=256) >= 0.9
+    assert index_recall(items, queries, 20, "ivf") == pytest.approx(1.0)  # nprobe = nlist: exhaustive
+
+
+def test_bad_inputs_give_clear_errors(syn_dir, runs, tmp_path):
+    with pytest.raises(ConfigError, match=r"w must be in \[0, 1\], got 1.5"):
+        FusionConfig(w=1.5)
+    with pytest.raises(ConfigError, match="w_grid must include 0 and 1"):
+        FusionConfig(w_grid=(0.2, 0.5))
+    with pytest.raises(ConfigError, match="unknown backbone --model 'NoSuchRec'; supported: .*SASRec"):
+        run_fusion(_config(syn_dir, runs, model="SASRec") .__class__(model="NoSuchRec", dataset=str(syn_dir), runs=runs))
+    ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
+    bad = PriorTable(ds.user_ids, ("x", "y"), np.full((ds.n_users, 2), 0.5))
+    bad.save(tmp_path / "bad.parquet")
+    with pytest.raises(PriorTableError, match="unknown categories \\['x', 'y'\\]; missing categories"):
+        run_fusion(_config(syn_dir, runs, prior=str(tmp_path / "bad.parquet")))
+    few = PriorTable(ds.user_ids[:5], ds.categories, np.full((5, ds.K), 1 / ds.K))
+    few.save(tmp_path / "few.csv")
+    with pytest.raises(PriorTableError, match="no row for .* user\\(s\\) of the cohort"):
+        run_fusion(_config(syn_dir, runs, prior=str(tmp_path / "few.csv")))
+    with pytest.raises(ConfigError, match="neither a prior name"):
+        run_fusion(_config(syn_dir, runs, prior="nonsense"))
+
+
+def test_cli_exits_2_with_a_message_for_bad_w(capsys, caplog):
+    import run_fusion as entry
+
+    assert entry.main(["--w", "2"]) == 2
+    assert "w must be in [0, 1], got 2.0" in caplog.text
