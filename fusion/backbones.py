@@ -190,7 +190,7 @@ def _train(split: Split, data_path: Path, config: BackboneConfig, out: Path) -> 
     from fusion.recbole_compat import import_recbole, quiet_recbole
 
     import_recbole()
-    with quiet_recbole():
+    with quiet_recbole(tensorboard_dir=out / "tensorboard"):
         return _train_quiet(split, data_path, config, out)
 
 

@@ -15,6 +15,9 @@ What is fixed, and why (see ../shared/PITFALLS.md):
 - torch >= 2.6 loads with ``weights_only=True``; RecBole checkpoints pickle its Config.
   :func:`load_checkpoint` loads files this toolkit wrote itself with ``weights_only=False``.
 - ``Config`` parses ``sys.argv``; :func:`pandas3_patches` hides our own command line from it.
+- RecBole's Trainer writes TensorBoard events to ``./log_tensorboard`` and logs config dumps
+  to the root logger: :func:`quiet_recbole` sends the events to a folder we choose (or
+  nowhere) and drops RecBole's INFO chatter while it runs.
 """
 
 from __future__ import annotations
@@ -114,12 +117,29 @@ class _DropRecBoleInfo:
         return record.levelno >= 30 or "/recbole/" not in record.pathname.replace("\\", "/")
 
 
+class _NullWriter:
+    """Stands in for TensorBoard's SummaryWriter: accepts every call, writes nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 @contextlib.contextmanager
-def quiet_recbole():
-    """While RecBole runs: drop its INFO chatter from the root logger and its deprecation warnings."""
+def quiet_recbole(tensorboard_dir: Path | None = None):
+    """While RecBole runs: TensorBoard events go to ``tensorboard_dir`` (or nowhere) instead of
+    ``./log_tensorboard``; its INFO chatter and deprecation warnings are dropped."""
     import logging
     import warnings
 
+    import recbole.trainer.trainer as rb_trainer
+
+    orig_tb = rb_trainer.get_tensorboard
+    if tensorboard_dir is None:
+        rb_trainer.get_tensorboard = lambda logger: _NullWriter()
+    else:
+        from torch.utils.tensorboard import SummaryWriter
+
+        rb_trainer.get_tensorboard = lambda logger: SummaryWriter(str(tensorboard_dir))
     filt = _DropRecBoleInfo()
     handlers = logging.getLogger().handlers
     for h in handlers:
@@ -130,6 +150,7 @@ def quiet_recbole():
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.amp")
             yield
     finally:
+        rb_trainer.get_tensorboard = orig_tb
         for h in handlers:
             h.removeFilter(filt)
 

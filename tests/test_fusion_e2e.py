@@ -135,21 +135,25 @@ def test_corrupt_cached_backbone_is_retrained_with_a_warning(syn_dir, runs):
     assert second.item_emb.shape == (ds.n_items, 16)
 
 
-def test_recbole_evaluator_scores_the_fused_wrapper(syn_dir, runs, sasrec):
+def test_recbole_evaluator_scores_the_fused_wrapper(syn_dir, runs, sasrec, tmp_path, monkeypatch):
+    from fusion.recbole_compat import quiet_recbole
     from fusion.wrapper import FusedRecBoleModel
     from recbole.utils import get_trainer
 
+    monkeypatch.chdir(tmp_path)
     _, run, _ = sasrec
     ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
     model, rdata, rconfig, test_data = load_recbole_model(run.backbone.folder, split, BackboneConfig("SASRec", 1, overrides=TINY["SASRec"]))
-    trainer = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, model)
-    inner = trainer.evaluate(test_data, load_best_model=False)
     oracle = __import__("spectra_rec.priors", fromlist=["history_prior"]).history_prior(split, "oracle")
-    at0 = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, FusedRecBoleModel(model, rdata, oracle, ds, 0.0))
-    assert at0.evaluate(test_data, load_best_model=False) == inner
-    at1 = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, FusedRecBoleModel(model, rdata, oracle, ds, 0.5))
-    fused = at1.evaluate(test_data, load_best_model=False)
+    with quiet_recbole():
+        trainer = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, model)
+        inner = trainer.evaluate(test_data, load_best_model=False)
+        at0 = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, FusedRecBoleModel(model, rdata, oracle, ds, 0.0))
+        assert at0.evaluate(test_data, load_best_model=False) == inner
+        at1 = get_trainer(rconfig["MODEL_TYPE"], "SASRec")(rconfig, FusedRecBoleModel(model, rdata, oracle, ds, 0.5))
+        fused = at1.evaluate(test_data, load_best_model=False)
     assert fused["ndcg@10"] != inner["ndcg@10"]
+    assert not (tmp_path / "log_tensorboard").exists()  # nothing written into the working directory
 
 
 def test_sampled_negatives_are_true_negatives_and_seeded(syn_dir, runs):

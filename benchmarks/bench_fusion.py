@@ -1,0 +1,66 @@
+"""Cold and warm wall time of the main job, and each backbone's epoch time and own NDCG@10.
+
+    python benchmarks/bench_fusion.py                      # SASRec and GRU4Rec on ml-100k
+    python benchmarks/bench_fusion.py --models GRU4Rec --prior markov
+
+Runs the real command (`python run_fusion.py --model M`) in a subprocess against a fresh
+cache folder (cold), then again (warm), and prints the measured figures. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["SASRec", "GRU4Rec"])
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--prior", default="uhf")
+    p.add_argument("--runs", type=Path, help="cache folder (default: a fresh temporary one)")
+    args = p.parse_args()
+    runs = args.runs or Path(tempfile.mkdtemp(prefix="bench-fusion-"))
+    rows = []
+    for model in args.models:
+        out = runs / f"out-{model}"
+        cmd = [sys.executable, "run_fusion.py", "--model", model, "--dataset", args.dataset, "--prior", args.prior,
+               "--runs", str(runs), "--out", str(out)]
+        cold = timed(cmd)
+        warm = timed(cmd)
+        res = json.loads((out / "results.json").read_text())
+        rb = res["backbone"]["recbole"]
+        c = res["candidates"]["neg99"]
+        rows.append({
+            "model": model, "cold_s": cold, "warm_s": warm, "epochs": rb["epochs_run"],
+            "s_per_epoch": rb["seconds_per_epoch"], "recbole_test_ndcg@10": rb["test"]["ndcg@10"],
+            "w": res["w"], "norm": res["normalization"],
+            **{f"neg99 {s} base/fused": f"{c['base'][s]['ndcg@10']:.4f}/{c['fused'][s]['ndcg@10']:.4f}"
+               for s in ("overall", "head", "mid", "tail")},
+            "mid lift": f"{c['lift']['mid']['ndcg@10']:+.1%} (p={c['lift']['mid']['p_value']:.2g})",
+        })
+    print(f"dataset {args.dataset}, prior {args.prior}, cache {runs}")
+    for r in rows:
+        print("\n".join(f"  {k:<28} {v:.1f}" if isinstance(v, float) and k.endswith("_s") else f"  {k:<28} {v}"
+                        for k, v in r.items()))
+        print()
+
+
+if __name__ == "__main__":
+    main()
