@@ -3,6 +3,8 @@
 The only module that talks to RecBole (through :mod:`fusion.recbole_compat`). A trained
 backbone is cached by configuration hash under ``runs/backbone/<hash>/`` with:
 
+- ``recbole/``: the split as RecBole benchmark files (train / valid / test), contexts cut to
+  the backbone's ``MAX_ITEM_LIST_LENGTH`` (see :mod:`spectra_rec.data.export`);
 - ``model.pth``: RecBole's checkpoint (pickles its Config; loaded only by us, weights_only=False);
 - ``user_repr.npy``: (n_users, H) sequence representation of each user's whole train window
   (the context of the fusion target), rows in dataset user-index order (zeros: no train window);
@@ -26,7 +28,7 @@ import numpy as np
 import yaml
 
 from spectra_rec import artifacts
-from spectra_rec.data.export import recbole_dataset_name
+from spectra_rec.data.export import export_recbole_benchmark, recbole_dataset_name
 from spectra_rec.data.split import Split
 from spectra_rec.errors import ConfigError, DataWarning
 
@@ -122,11 +124,8 @@ def backbone_stage(
     ds = split.dataset
     if config.model not in SUPPORTED_MODELS:
         check_model_name(config.model)
-    stage_config = {
-        "backbone": asdict(config),
-        "yaml": _resolved_yaml(config.model, ds.name),
-        "data": Path(data_folder).name,
-    }
+    resolved = _resolved_yaml(config.model, ds.name) | config.overrides
+    stage_config = {"backbone": asdict(config), "yaml": resolved, "data": Path(data_folder).name}
     folder = artifacts.stage_dir(runs, "backbone", stage_config)
     if artifacts.is_complete(folder) and not fresh:
         try:
@@ -138,7 +137,10 @@ def backbone_stage(
             fresh = True
 
     def build(tmp: Path) -> dict:
-        return _train(split, Path(data_folder) / "recbole", config, tmp)
+        # the benchmark files live with the model, cut to this backbone's own context length
+        rb_name = recbole_dataset_name(ds.name)
+        rows = export_recbole_benchmark(split, tmp / "recbole" / rb_name, rb_name, int(resolved["MAX_ITEM_LIST_LENGTH"]))
+        return _train(split, tmp / "recbole", config, tmp) | {"recbole_rows": rows}
 
     folder = artifacts.run_stage(runs, "backbone", stage_config, build, fresh=fresh, seed=config.seed)
     return load_backbone(folder, config.model, ds.n_users, ds.n_items)
@@ -318,9 +320,7 @@ def load_recbole_model(folder: Path, split: Split, config: BackboneConfig):
 def _load_recbole_model(folder: Path, split: Split, config: BackboneConfig):
     from fusion.recbole_compat import load_checkpoint, pandas3_patches
 
-    data_folder = json.loads((Path(folder) / artifacts.MANIFEST).read_text())["config"]["data"]
-    data_path = Path(folder).parent.parent / "data" / data_folder / "recbole"
-    rconfig = _recbole_config(config.model, data_path, split.dataset.name, config, Path(folder))
+    rconfig = _recbole_config(config.model, Path(folder) / "recbole", split.dataset.name, config, Path(folder))
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, init_seed
 

@@ -28,6 +28,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from spectra_rec.data.split import thirds_by_rank
 from spectra_rec.errors import ConfigError
 from spectra_rec.metrics import calibration, distribution, exposure, fairness, ranking, theory
 from spectra_rec.metrics._validate import as_distributions, warn_degenerate
@@ -169,16 +170,6 @@ class EvalResult:
 def method_label(name: str, uses_heldout: bool) -> str:
     """The label every output uses for a method; held-out diagnostics say so."""
     return name + HELDOUT_TAG if uses_heldout else name
-
-
-def buckets_from_mass(mass: np.ndarray) -> np.ndarray:
-    """Thirds of categories ranked by train mass (ties by index): 0 head, 1 mid, 2 tail (as Split.category_bucket)."""
-    mass = np.asarray(mass, dtype=float)
-    order = np.argsort(-mass, kind="stable")
-    K = len(mass)
-    rank = np.empty(K, dtype=np.int64)
-    rank[order] = np.arange(K)
-    return np.minimum(rank * 3 // K, 2)
 
 
 def coarsen(categories, merge_map) -> tuple[list[str], np.ndarray]:
@@ -559,7 +550,7 @@ def evaluate(split, priors: Mapping[str, object], config: EvalConfig = EvalConfi
     result = evaluate_arrays(probs, truth, split.category_bucket, ds.categories, config, **common)
     if config.merge_map:
         kept, M = coarsen(ds.categories, config.merge_map)
-        coarse_buckets = buckets_from_mass(split.category_train_mass @ M)
+        coarse_buckets = thirds_by_rank(split.category_train_mass @ M)
         variant = evaluate_arrays({nm: p @ M for nm, p in probs.items()}, truth @ M, coarse_buckets, kept,
                                   config, **common)
         variant.config["variant"] = f"taxonomy coarsened {ds.K} -> {len(kept)}"

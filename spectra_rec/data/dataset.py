@@ -132,11 +132,13 @@ def resolve_dataset_dir(dataset: str | Path) -> Path:
     )
 
 
-def read_atomic(path: Path) -> pd.DataFrame:
-    """Read one RecBole atomic file; columns are renamed from ``name:type`` to ``name``."""
+def read_atomic(path: Path, fields: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Read one RecBole atomic file (only ``fields`` when given); columns renamed from ``name:type`` to ``name``."""
     if not path.exists():
         raise DataError(f"{path} not found")
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3, engine="c")
+    usecols = None if fields is None else (lambda c: c.split(":", 1)[0] in fields)
+    # object columns of Python str: pandas 3 string arrays cost a conversion at every to_numpy
+    df = pd.read_csv(path, sep="\t", dtype=object, keep_default_na=False, quoting=3, engine="c", usecols=usecols)
     df.columns = [c.split(":", 1)[0] for c in df.columns]
     return df
 
@@ -149,12 +151,19 @@ def _require(df: pd.DataFrame, cols: list[str], path: Path) -> None:
 
 def _require_tokens(col: pd.Series, path: Path, field_name: str) -> None:
     """Ids must be non-empty tokens (a short line or a stray tab leaves them empty or NaN)."""
-    empty = col.isna().to_numpy() | (col.fillna("").astype(str).str.strip() == "").to_numpy()
+    vals = col.to_numpy(dtype=object)
+    empty = pd.isna(vals) | (vals == "")
     if empty.any():
         first = int(np.flatnonzero(empty)[0])
         raise DataError(
             f"{path}: field {field_name!r} is empty in {int(empty.sum())} row(s), e.g. data row {first + 1}"
         )
+
+
+def _codes(vocabulary: np.ndarray, tokens: pd.Series) -> np.ndarray:
+    """Index of each token in ``vocabulary`` (hash lookup; object dtype avoids pandas 3 string inference)."""
+    index = pd.Index(vocabulary, dtype=object)
+    return index.get_indexer(pd.Index(tokens.to_numpy(dtype=object), dtype=object)).astype(np.int64)
 
 
 def _natural_order(tokens: np.ndarray) -> np.ndarray:
@@ -184,7 +193,7 @@ def load_dataset(
     root = resolve_dataset_dir(dataset)
     name = name or _infer_name(root)
     inter_path, item_path = root / f"{name}.inter", root / f"{name}.item"
-    inter = read_atomic(inter_path)
+    inter = read_atomic(inter_path, fields=("user_id", "item_id", "timestamp"))
     _require(inter, ["user_id", "item_id", "timestamp"], inter_path)
     items = read_atomic(item_path)
     _require(items, ["item_id", category_field], item_path)
@@ -195,7 +204,10 @@ def load_dataset(
     for f in ("user_id", "item_id"):
         _require_tokens(inter[f], inter_path, f)
     _require_tokens(items["item_id"], item_path, "item_id")
-    times = pd.to_numeric(inter["timestamp"], errors="coerce").to_numpy(np.float64)
+    try:  # fast path: a vectorized cast; the slower coercion below only finds the bad rows
+        times = inter["timestamp"].astype(np.float64).to_numpy()
+    except (ValueError, TypeError):
+        times = pd.to_numeric(inter["timestamp"], errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(times)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
@@ -204,11 +216,13 @@ def load_dataset(
             f"e.g. data row {first + 1}: {inter['timestamp'].iloc[first]!r}"
         )
 
-    unknown_items = np.setdiff1d(inter["item_id"].unique(), items["item_id"].to_numpy())
+    # hash-based set difference (np.setdiff1d sorts object arrays: 12 s on 3M interactions)
+    inter_items = pd.Index(pd.unique(inter["item_id"].to_numpy(dtype=object)), dtype=object)
+    unknown_items = inter_items[~inter_items.isin(items["item_id"].to_numpy(dtype=object))]
     if len(unknown_items):
         raise DataError(
             f"{inter_path}: {len(unknown_items)} item_id value(s) absent from {item_path}, "
-            f"e.g. {unknown_items[:5].tolist()}"
+            f"e.g. {sorted(map(str, unknown_items))[:5]}"
         )
 
     user_ids = _natural_order(inter["user_id"].to_numpy())
@@ -273,8 +287,8 @@ def load_dataset(
         user_ids=user_ids.astype(object),
         item_ids=item_ids.astype(object),
         categories=categories,
-        inter_user=inter["user_id"].map(user_index).to_numpy(np.int64),
-        inter_item=inter["item_id"].map(item_index).to_numpy(np.int64),
+        inter_user=_codes(user_ids, inter["user_id"]),
+        inter_item=_codes(item_ids, inter["item_id"]),
         inter_time=times,
         membership=membership,
         item_titles=titles,

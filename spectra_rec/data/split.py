@@ -7,6 +7,7 @@ buckets and history priors read the train side only; ground truth reads the held
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -14,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from spectra_rec.data.dataset import Dataset
-from spectra_rec.errors import ConfigError
+from spectra_rec.errors import ConfigError, DataWarning
 
 SLICES = ("head", "mid", "tail")
 
@@ -86,9 +87,23 @@ class Split:
         rows = ~self.is_train
         if n is not None:
             rows &= (self.position() - self.n_train[self.user]) < n
-        mass = self._mass(rows)
-        users = self.eval_users if users is None else np.asarray(users)
-        return normalize_rows(mass[users], what="held-out ground truth")
+        users = self.eval_users if users is None else np.asarray(users, dtype=np.int64)
+        empty = users[self.n_heldout[users] == 0]
+        if len(empty):
+            # a truth made up for a user with nothing held out would silently score as uniform
+            raise ConfigError(
+                f"ground truth requested for {len(empty)} user(s) with an empty held-out window, "
+                f"e.g. {list(self.dataset.user_ids[empty[:5]])}; use split.eval_users"
+            )
+        mass = self._mass(rows)[users]
+        blank = mass.sum(axis=1) == 0
+        if blank.any():
+            warnings.warn(
+                f"{int(blank.sum())} user(s) have only uncategorized held-out items; their ground truth is uniform",
+                DataWarning,
+                stacklevel=2,
+            )
+        return normalize_rows(mass, what="held-out ground truth")
 
     # ---- popularity ---------------------------------------------------------
     @cached_property
@@ -99,11 +114,7 @@ class Split:
     def item_slice(self) -> np.ndarray:
         """Per item 0=head, 1=mid, 2=tail: thirds by item count of items ranked by train popularity."""
         counts = self.item_train_counts
-        order = np.argsort(-counts, kind="stable")  # ties: lower item index first
-        n = len(counts)
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n)
-        out = np.minimum(rank * 3 // n, 2)
+        out = thirds_by_rank(counts)
         out[counts == 0] = 2  # never seen in training: tail
         return out
 
@@ -114,12 +125,7 @@ class Split:
     @cached_property
     def category_bucket(self) -> np.ndarray:
         """Per category 0=head, 1=mid, 2=tail: thirds of categories ranked by train-window mass."""
-        mass = self.category_train_mass
-        order = np.argsort(-mass, kind="stable")
-        K = len(mass)
-        rank = np.empty(K, dtype=np.int64)
-        rank[order] = np.arange(K)
-        return np.minimum(rank * 3 // K, 2)
+        return thirds_by_rank(self.category_train_mass)
 
     # ---- cohorts ------------------------------------------------------------
     def cohorts(self, dev_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +155,16 @@ class Split:
             }
             | {"sizes": dict(zip(SLICES, map(int, buckets)))},
         }
+
+
+def thirds_by_rank(values: np.ndarray) -> np.ndarray:
+    """0 head, 1 mid, 2 tail: thirds by count of entries ranked by value, descending (ties: lower index first)."""
+    values = np.asarray(values, dtype=float)
+    order = np.argsort(-values, kind="stable")
+    n = len(values)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return np.minimum(rank * 3 // max(n, 1), 2)
 
 
 def normalize_rows(mass: np.ndarray, what: str = "distribution") -> np.ndarray:

@@ -1,4 +1,8 @@
-"""The data stage: load, split, and write the split, slices, buckets and RecBole files under ``runs/``."""
+"""The data stage: load, split, and write the split, slices and buckets under ``runs/``.
+
+RecBole benchmark files are written by the backbone stage (``fusion.backbones``), truncated
+to that backbone's own ``MAX_ITEM_LIST_LENGTH``.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,11 @@ import pandas as pd
 
 from spectra_rec import artifacts
 from spectra_rec.data.dataset import Dataset, load_dataset, resolve_dataset_dir
-from spectra_rec.data.export import export_recbole_benchmark, recbole_dataset_name
 from spectra_rec.data.split import SLICES, Split, split_dataset
 
 log = logging.getLogger(__name__)
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 """Bump when the files this stage writes change shape, so older cached folders are not reused."""
 
 
@@ -30,8 +33,6 @@ class DataConfig:
     """The item field (token_seq) that holds each item's categories."""
     split_ratio: float = 0.8
     """Share of each user's interactions (at least 1) in the train window."""
-    max_seq_len: int = 50
-    """Most recent train items kept as a backbone's context."""
 
 
 def data_stage(config: DataConfig, runs: Path = Path("runs"), fresh: bool = False) -> tuple[Dataset, Split, Path]:
@@ -71,9 +72,7 @@ def data_stage(config: DataConfig, runs: Path = Path("runs"), fresh: bool = Fals
                 "bucket": np.asarray(SLICES)[split.category_bucket],
             }
         ).to_csv(tmp / "category_buckets.csv", index=False)
-        rb_name = recbole_dataset_name(ds.name)
-        counts = export_recbole_benchmark(split, tmp / "recbole" / rb_name, rb_name, config.max_seq_len)
-        summary = ds.summary() | split.summary() | {"recbole_rows": counts}
+        summary = ds.summary() | split.summary()
         artifacts.write_json(tmp / "summary.json", summary)
         return {"summary": summary}
 

@@ -147,11 +147,7 @@ def write_atomic(data: SyntheticData, out_dir: Path, name: str = "synthetic") ->
         cats[data.item_primary] + " " + cats[np.maximum(data.item_secondary, 0)],
         cats[data.item_primary],
     )
-    _write_lines(
-        out / f"{name}.inter",
-        "user_id:token\titem_id:token\trating:float\ttimestamp:float",
-        (f"u{u}\ti{i}\t1\t{t}" for u, i, t in zip(data.inter_user, data.inter_item, data.inter_time)),
-    )
+    _write_interactions(data, out / f"{name}.inter")
     _write_lines(
         out / f"{name}.item",
         "item_id:token\ttitle:token_seq\trelease_year:token\tclass:token_seq",
@@ -168,6 +164,30 @@ def write_atomic(data: SyntheticData, out_dir: Path, name: str = "synthetic") ->
     (out / f"{name}.taxonomy.json").write_text(json.dumps(data.taxonomy, indent=1))
     np.save(out / f"{name}.prefs.npy", data.preferences)
     return out
+
+
+def _write_interactions(data: SyntheticData, path: Path) -> None:
+    """``u<user>\ti<item>\t1\t<time>`` rows through Arrow's CSV writer (3x faster than Python lines at 30M rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    def tokens(prefix: str, ids: np.ndarray):
+        return pc.binary_join_element_wise(prefix, pc.cast(pa.array(ids), pa.string()), "")
+
+    table = pa.table(
+        {
+            "user": tokens("u", data.inter_user),
+            "item": tokens("i", data.inter_item),
+            "rating": pa.array(np.ones(len(data.inter_user), dtype=np.int8)),
+            "timestamp": pa.array(np.asarray(data.inter_time, dtype=np.int64)),
+        }
+    )
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+        pcsv.write_csv(table, f, pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none"))
+    tmp.replace(path)
 
 
 def _write_lines(path: Path, header: str, lines) -> None:

@@ -22,6 +22,9 @@ from spectra_rec.errors import PriorTableError
 SUM_TOLERANCE = 1e-4
 """Rows must sum to 1 within this; they are then renormalized exactly."""
 
+RENORMALIZE_ABOVE = 1e-12
+"""Rows whose sum is within this of 1 are kept as they are (floating-point rounding only)."""
+
 _META_KEY = b"spectra_rec"
 
 
@@ -38,7 +41,7 @@ class PriorTable:
 
     def __post_init__(self):
         users = np.asarray(self.user_ids, dtype=object).astype(str).astype(object)
-        probs = np.asarray(self.probs, dtype=np.float64)
+        probs = np.array(self.probs, dtype=np.float64)  # a copy: the caller's array may change later
         cats = tuple(str(c) for c in self.categories)
         where = self.source
         if probs.ndim != 2 or probs.shape != (len(users), len(cats)):
@@ -73,7 +76,11 @@ class PriorTable:
             )
         object.__setattr__(self, "user_ids", users)
         object.__setattr__(self, "categories", cats)
-        object.__setattr__(self, "probs", probs / sums[:, None])
+        # Renormalize only rows that are off by more than rounding, so that a save/load round
+        # trip (or re-wrapping a table's probs) leaves every value bit-identical.
+        drift = np.abs(sums - 1.0) > RENORMALIZE_ABOVE
+        probs[drift] /= sums[drift, None]
+        object.__setattr__(self, "probs", probs)
         object.__setattr__(self, "meta", dict(self.meta))
 
     @property
@@ -146,7 +153,7 @@ class PriorTable:
             tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
             pq.write_table(tbl, tmp)
         elif path.suffix == ".csv":
-            df.to_csv(tmp, index=False, float_format="%.10g")
+            df.to_csv(tmp, index=False)  # shortest round-trip repr: reading back gives the same floats
             meta_path = Path(str(path) + ".meta.json")
             meta_tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
             meta_tmp.write_text(json.dumps(meta, indent=1))
@@ -171,7 +178,10 @@ class PriorTable:
             meta = json.loads(raw) if raw else {}
             df = tbl.to_pandas()
         elif path.suffix == ".csv":
-            df = pd.read_csv(path, dtype={"user_id": str})
+            df = pd.read_csv(path)
+            if "user_id" in df.columns:
+                # user tokens are read verbatim: "NA", "null" or "nan" are tokens, not missing values
+                df["user_id"] = pd.read_csv(path, usecols=["user_id"], dtype=str, keep_default_na=False)["user_id"]
             meta_path = Path(str(path) + ".meta.json")
             if meta_path.exists():
                 meta = json.loads(meta_path.read_text())
@@ -179,6 +189,9 @@ class PriorTable:
             raise PriorTableError(f"{path}: expected a .parquet or .csv prior table, got {path.suffix!r}")
         if "user_id" not in df.columns:
             raise PriorTableError(f"{path}: missing column 'user_id'; found {list(df.columns)[:10]}")
+        empty = df["user_id"].isna().to_numpy() | (df["user_id"].astype(str).str.strip() == "").to_numpy()
+        if empty.any():
+            raise PriorTableError(f"{path}: column 'user_id' is empty in {int(empty.sum())} row(s)")
         cats = [c for c in df.columns if c != "user_id"]
         non_numeric = [c for c in cats if not pd.api.types.is_numeric_dtype(df[c])]
         if non_numeric:
