@@ -45,9 +45,10 @@ class FusedRecBoleModel(_torch_module()):
         # prior rows in RecBole's internal user order (users without a row get uniform)
         rb_user_tokens = rdataset.field2id_token[rdataset.uid_field]
         P = np.full((len(rb_user_tokens), dataset.K), 1.0 / dataset.K)
-        tokens = [t for t in rb_user_tokens[1:] if t in dataset._user_index]
-        rows = np.array([i for i, t in enumerate(rb_user_tokens) if t in dataset._user_index and i > 0])
-        P[rows] = prior_table.matrix(dataset, dataset.user_index(tokens))
+        known = dataset.has_users(rb_user_tokens)
+        known[0] = False  # [PAD]
+        rows = np.flatnonzero(known)
+        P[rows] = prior_table.matrix(dataset, dataset.user_index(rb_user_tokens[rows]))
         self.register_buffer("membership", torch.as_tensor(M, dtype=torch.float64), persistent=False)
         self.register_buffer("prior", torch.as_tensor(P, dtype=torch.float64), persistent=False)
 

@@ -79,6 +79,7 @@ def run_stage(
     if is_complete(final) and not fresh:
         log.info("%s: reusing %s", stage, final)
         return final
+    _remove_orphans(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -103,6 +104,19 @@ def run_stage(
     tmp.replace(final)
     log.info("%s: wrote %s (%.1fs)", stage, final, manifest["seconds"])
     return final
+
+
+def _remove_orphans(final: Path) -> None:
+    """Delete temporary folders of this stage left by runs that were killed (their process is gone)."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)  # raises when no such process exists
+        except (ValueError, ProcessLookupError):
+            log.info("removing %s left by an interrupted run", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, owned by someone else
 
 
 def write_json(path: Path, obj) -> Path:

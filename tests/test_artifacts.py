@@ -125,3 +125,22 @@ def test_write_json_is_atomic_and_handles_numpy(tmp_path):
     assert _hidden(tmp_path) == []
     with pytest.raises(TypeError, match="not JSON serializable: object"):
         artifacts.write_json(tmp_path / "c.json", {"x": object()})
+
+
+def test_temporary_folder_of_a_killed_run_is_removed_on_the_next_run(tmp_path):
+    import subprocess
+    import sys
+
+    from spectra_rec.artifacts import run_stage, stage_dir
+
+    config = {"x": 1}
+    final = stage_dir(tmp_path, "demo", config)
+    # a pid that existed and is gone: a finished child process
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = final.with_name(f".{final.name}.tmp-{dead.pid}")
+    orphan.mkdir(parents=True)
+    (orphan / "half.bin").write_bytes(b"x")
+    run_stage(tmp_path, "demo", config, lambda tmp: (tmp / "ok").write_text("1") and None)
+    assert not orphan.exists()
+    assert (final / "ok").read_text() == "1"

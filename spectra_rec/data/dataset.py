@@ -74,6 +74,10 @@ class Dataset:
         """Map raw user tokens to indices; unknown tokens raise a DataError naming them."""
         return _lookup(self._user_index, tokens, "user_id", self.name)
 
+    def has_users(self, tokens) -> np.ndarray:
+        """Boolean mask: which raw user tokens the dataset knows."""
+        return np.fromiter((str(t) in self._user_index for t in tokens), dtype=bool, count=len(tokens))
+
     def item_index(self, tokens) -> np.ndarray:
         """Map raw item tokens to indices; unknown tokens raise a DataError naming them."""
         return _lookup(self._item_index, tokens, "item_id", self.name)

@@ -116,8 +116,7 @@ class PriorTable:
         """
         self.check_categories(dataset.categories)
         col = [self.categories.index(c) for c in dataset.categories]
-        known = dataset._user_index
-        stray = [u for u in self.user_ids if u not in known]
+        stray = list(self.user_ids[~dataset.has_users(self.user_ids)])
         if stray:
             raise PriorTableError(
                 f"{self.source}: {len(stray)} user_id value(s) not in dataset {dataset.name!r}, e.g. {stray[:5]}"
