@@ -118,6 +118,7 @@ def fuse_scores(
     row by row with ``base_scores`` (its categories must be the membership's columns).
     Returns the (users, C) fused scores; higher is better.
     """
+    from spectra_rec.metrics._validate import as_distributions
     from spectra_rec.priors.table import PriorTable
 
     base = np.asarray(base_scores, dtype=np.float64)
@@ -126,8 +127,10 @@ def fuse_scores(
     P = prior.probs if isinstance(prior, PriorTable) else np.asarray(prior, dtype=np.float64)
     if P.shape[0] != base.shape[0]:
         raise PriorTableError(f"prior has {P.shape[0]} rows but base_scores has {base.shape[0]} users")
-    if not np.isfinite(P).all() or (P < 0).any() or not np.allclose(P.sum(axis=1), 1.0, atol=1e-4):
-        raise PriorTableError("prior rows must be finite, non-negative and sum to 1")
+    try:
+        as_distributions(P, "prior")
+    except ValueError as exc:
+        raise PriorTableError(str(exc)) from None
     M = item_membership.toarray() if sp.issparse(item_membership) else np.asarray(item_membership, dtype=np.float64)
     if M.shape[1] != P.shape[1]:
         raise PriorTableError(f"prior has {P.shape[1]} categories but item_membership has {M.shape[1]} columns")

@@ -100,7 +100,7 @@ def test_fuse_scores_errors_name_the_mismatch():
         fuse_scores(np.zeros((1, 2)), np.eye(2), np.array([[0.2, 0.3, 0.5]]), 0.5)
     with pytest.raises(PriorTableError, match="2 rows but base_scores has 1"):
         fuse_scores(np.zeros((1, 2)), np.eye(2), np.array([[0.5, 0.5], [0.5, 0.5]]), 0.5)
-    with pytest.raises(PriorTableError, match="sum to 1"):
+    with pytest.raises(PriorTableError, match="prior: expected every row to sum to 1.*row 0 sums to 1.1"):
         fuse_scores(np.zeros((1, 2)), np.eye(2), np.array([[0.5, 0.6]]), 0.5)
     with pytest.raises(ConfigError, match="2 rows but base_scores has 3 candidate columns"):
         fuse_scores(np.zeros((1, 3)), np.eye(2), np.array([[0.5, 0.5]]), 0.5)
