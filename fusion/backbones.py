@@ -81,11 +81,12 @@ class Backbone:
 
 
 def config_layers(model: str, dataset_name: str) -> list[Path]:
-    """base.yaml, <model>.yaml (if present), <dataset>.yaml (if present)."""
-    layers = [CONFIG_DIR / "base.yaml"]
-    for name in (model, dataset_name):
+    """base.yaml, <model>.yaml, <dataset>.yaml: those that exist and set at least one key
+    (RecBole crashes on a YAML file holding only comments)."""
+    layers = []
+    for name in ("base", model, dataset_name):
         p = CONFIG_DIR / f"{name}.yaml"
-        if p.exists():
+        if p.exists() and yaml.safe_load(p.read_text()):
             layers.append(p)
     return layers
 

@@ -202,3 +202,13 @@ def test_cli_exits_2_with_a_message_for_bad_w(capsys, caplog):
 
     assert entry.main(["--w", "2"]) == 2
     assert "w must be in [0, 1], got 2.0" in caplog.text
+
+
+@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
+def test_shipped_yaml_layers_build_a_recbole_config_for_ml100k(model, tmp_path):
+    from fusion.backbones import _recbole_config, config_layers
+
+    layers = [p.name for p in config_layers(model, "ml-100k")]
+    assert layers[0] == "base.yaml" and f"{model}.yaml" in layers
+    cfg = _recbole_config(model, tmp_path, "ml-100k", BackboneConfig(model), tmp_path)
+    assert cfg["dataset"] == "ml-100k-split" and cfg["loss_type"] == "CE" and cfg["MAX_ITEM_LIST_LENGTH"] >= 10
