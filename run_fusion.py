@@ -27,6 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prior", default="uhf",
                    help="uhf, uhf-laplace, markov, popularity, uniform, oracle, spectra, or a .parquet/.csv prior table")
     p.add_argument("--w", type=float, help="fixed prior weight in [0, 1] (skips the dev sweep)")
+    p.add_argument("--w-grid", type=float, nargs="+", help="weights swept on the dev cohort (must include 0 and 1)")
     p.add_argument("--epochs", type=int, help="backbone epochs (upper bound; early stopping on valid NDCG@10)")
     p.add_argument("--max-users", type=int, help="seeded subsample of evaluated users, for quick runs")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATE_SETS), choices=CANDIDATE_SETS)
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
 
         config = FusionConfig(
             model=args.model, dataset=args.dataset, prior=args.prior, w=args.w, epochs=args.epochs,
+            **({"w_grid": tuple(args.w_grid)} if args.w_grid else {}),
             max_users=args.max_users, candidate_sets=tuple(args.candidates),
             select_on="neg99" if "neg99" in args.candidates else args.candidates[0],
             top_n=args.top_n, index=args.index, normalizations=tuple(args.normalization), n_boot=args.n_boot,

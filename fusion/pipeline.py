@@ -26,7 +26,8 @@ from spectra_rec.priors.table import PriorTable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_W_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
+DEFAULT_W_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+"""Denser near 0: a normalized prior term moves rankings a lot per unit of w."""
 
 
 @dataclass(frozen=True)
