@@ -116,3 +116,54 @@ def reranker_prompt(history: str, category: str) -> str:
         f"of this category next\n<Query>: {history.strip()}\n<Document>: {category}<|im_end|>\n"
         "<|im_start|>assistant\n<think>\n\n</think>\n\n"
     )
+
+
+def fit_history_prefix(
+    dataset,
+    user: int,
+    items: Sequence[int],
+    count_tokens,
+    max_tokens: int,
+    max_items: int | None = None,
+) -> tuple[str, int]:
+    """``history_prefix`` keeping the most recent items whose rendered prefix fits ``max_tokens``.
+
+    ``count_tokens(text) -> int`` is the model's token count (e.g. ``len(tokenizer(text).input_ids)``).
+    Returns the text and how many older items were dropped in all (``max_items`` and the budget
+    together; callers log it). When even one item does not fit, the newest item is kept.
+    """
+    items = list(items)
+    total = len(items)
+    if max_items is not None and total > max_items:
+        items = items[total - max_items :]
+    n = len(items)
+    text = history_prefix(dataset, user, items)[0]
+    if n <= 1 or count_tokens(text) <= max_tokens:
+        return text, total - n
+    lo, hi = 1, n - 1  # the largest kept count in [lo, hi] whose prefix fits (lo is the floor)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_tokens(history_prefix(dataset, user, items[n - mid :])[0]) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return history_prefix(dataset, user, items[n - lo :])[0], total - lo
+
+
+# ---- item quiz (CPT corpus): teaches the answer slot and its tokens on item facts, not user targets ----
+
+
+def item_yes_no_question(category: str) -> str:
+    """Item-fact question of the CPT corpus (follows ``Item: <item_text>``)."""
+    return f"Question: is this item in the category {category}?{ANSWER_CUE}"
+
+
+def item_name_question() -> str:
+    return f"Question: name a category of this item.{ANSWER_CUE}"
+
+
+def item_choice_question(categories: Sequence[str], letters: Sequence[str] = ANSWER_LETTERS) -> str:
+    if len(categories) > len(letters):
+        raise ValueError(f"{len(categories)} categories but only {len(letters)} answer letters")
+    options = "\n".join(f"{letters[j]}. {c}" for j, c in enumerate(categories))
+    return f"Options:\n{options}\nQuestion: which option is a category of this item?{ANSWER_CUE}"

@@ -1,0 +1,197 @@
+"""Frozen configurations of the alignment stage (CPT + LoRA SFT), with a JSON round trip.
+
+Defaults size the from-scratch CPU model so that CPT + SFT on ml-100k take a few minutes on
+2 cores (measured figures in ``benchmarks/bench_align.py`` and the issue note).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from spectra_rec.align.model import ModelConfig
+from spectra_rec.errors import ConfigError
+from spectra_rec.text.corpus import CorpusConfig, SFTConfig
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""All attention and MLP projections (peft's qwen3 default is only q_proj and v_proj)."""
+
+STAGES = ("cpt", "sft", "both")
+CPT_MODES = ("auto", "full", "lora")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer and schedule of one training phase (AdamW, cosine with linear warmup)."""
+
+    epochs: float = 1.0
+    """Passes over the training set (fractional allowed); ignored when max_steps is set."""
+    max_steps: int | None = None
+    """Optimizer steps; overrides epochs."""
+    learning_rate: float = 1e-3
+    """Peak learning rate."""
+    batch_size: int = 8
+    """Sequences per device per micro-step."""
+    grad_accum: int = 1
+    """Micro-steps per optimizer step (effective batch = batch_size * grad_accum * devices)."""
+    warmup_ratio: float = 0.05
+    """Share of steps with linear warmup."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    logging_steps: int = 10
+    """Steps between logged training losses (the training curve)."""
+    save_steps: int = 100
+    """Steps between checkpoints (resume point after an interruption)."""
+    eval_batch_size: int = 16
+    """Sequences per device for the validation loss."""
+
+    def __post_init__(self):
+        if self.max_steps is None and not self.epochs > 0:
+            raise ConfigError(f"TrainConfig.epochs must be > 0 when max_steps is unset, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"TrainConfig.max_steps must be >= 1 or None, got {self.max_steps}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("batch_size", "grad_accum", "logging_steps", "save_steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """peft LoRA adapter (paper C8: all seven projections, bias none)."""
+
+    r: int = 16
+    """Rank."""
+    alpha: int = 32
+    """lora_alpha (scaling alpha / r)."""
+    dropout: float = 0.05
+    """lora_dropout."""
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    """Module names that get adapters."""
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise ConfigError(f"LoraSettings.r must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"LoraSettings.alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"LoraSettings.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ConfigError("LoraSettings.target_modules must name at least one module")
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+    def peft_config(self):
+        from peft import LoraConfig, TaskType
+
+        return LoraConfig(
+            task_type=TaskType.CAUSAL_LM, r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+            target_modules=list(self.target_modules), bias="none", use_rslora=False, use_dora=False,
+            init_lora_weights=True,
+        )
+
+
+def _default_cpt() -> TrainConfig:
+    return TrainConfig(epochs=0.4, learning_rate=3e-3, batch_size=8, warmup_ratio=0.05, weight_decay=0.01)
+
+
+def _default_sft() -> TrainConfig:
+    return TrainConfig(epochs=1.0, learning_rate=2e-3, batch_size=16, warmup_ratio=0.05, weight_decay=0.0)
+
+
+def _default_sft_text() -> SFTConfig:
+    return SFTConfig(context_items=10, refs_per_user=3, examples_per_ref=1)
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Everything that decides the aligned model (the stage hash covers all of it)."""
+
+    base_model: str | None = None
+    """A local Hugging Face causal LM directory; None = the from-scratch tiny Qwen3 (``model``)."""
+    trust_remote_code: bool = False
+    """Let a base model directory run its own code (only on request)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Shape of the from-scratch model (ignored with base_model)."""
+    vocab_size: int = 4096
+    """BPE vocabulary of the from-scratch tokenizer (ignored with base_model)."""
+    max_length: int = 512
+    """Tokens per CPT block and longest SFT sequence (older context interactions are dropped to fit)."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """How the CPT corpus is cut into documents."""
+    sft: SFTConfig = field(default_factory=_default_sft_text)
+    """Which SFT examples are drawn (context size, formats and mixture)."""
+    cpt_mode: str = "auto"
+    """``full`` fine-tune or ``lora``; ``auto``: full for the from-scratch model, lora for a base model."""
+    cpt_train: TrainConfig = field(default_factory=_default_cpt)
+    """Optimizer and schedule of CPT."""
+    cpt_lora: LoraSettings = field(default_factory=LoraSettings)
+    """CPT adapter when cpt_mode resolves to lora (merged into the base before SFT)."""
+    sft_train: TrainConfig = field(default_factory=_default_sft)
+    """Optimizer and schedule of SFT."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """The SFT adapter (the artifact the probes load)."""
+    max_users: int | None = None
+    """Use a seeded sample of this many users (None = all)."""
+    val_fraction: float = 0.05
+    """Seeded share of the sampled users held out from CPT and SFT; their train-window text gives the validation loss."""
+    seed: int = 0
+    """Seeds user sampling, example drawing, initialization, LoRA init and data order."""
+
+    def __post_init__(self):
+        if self.cpt_mode not in CPT_MODES:
+            raise ConfigError(f"AlignConfig.cpt_mode must be one of {list(CPT_MODES)}, got {self.cpt_mode!r}")
+        if self.max_users is not None and self.max_users < 2:
+            raise ConfigError(f"AlignConfig.max_users must be >= 2 or None, got {self.max_users}")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ConfigError(f"AlignConfig.val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        if self.max_length < 64:
+            raise ConfigError(f"AlignConfig.max_length must be >= 64, got {self.max_length}")
+        if self.base_model is None and self.max_length > self.model.max_position_embeddings:
+            raise ConfigError(
+                f"AlignConfig.max_length ({self.max_length}) exceeds model.max_position_embeddings "
+                f"({self.model.max_position_embeddings})"
+            )
+        if self.base_model is None and self.cpt_mode == "lora":
+            raise ConfigError("AlignConfig.cpt_mode 'lora' needs a base_model: the from-scratch model is pretrained in full")
+
+    @property
+    def resolved_cpt_mode(self) -> str:
+        if self.cpt_mode != "auto":
+            return self.cpt_mode
+        return "full" if self.base_model is None else "lora"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("cpt_lora", "lora"):
+            d[key]["target_modules"] = list(d[key]["target_modules"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AlignConfig":
+        """Inverse of ``to_dict``; unknown keys (from a newer version) warn and are ignored."""
+        nested = {"model": ModelConfig, "corpus": CorpusConfig, "sft": SFTConfig, "cpt_train": TrainConfig,
+                  "sft_train": TrainConfig, "cpt_lora": LoraSettings, "lora": LoraSettings}
+        return _build(cls, d, nested)
+
+    def with_overrides(self, **changes) -> "AlignConfig":
+        return replace(self, **changes)
+
+
+def _build(cls, d: dict, nested: dict):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        warnings.warn(f"{cls.__name__}: ignoring unknown key(s) {unknown} (written by a newer version?)", stacklevel=3)
+    kwargs = {}
+    for k, v in d.items():
+        if k not in known:
+            continue
+        if k in nested and isinstance(v, dict):
+            v = _build(nested[k], v, {})
+        kwargs[k] = v
+    return cls(**kwargs)

@@ -1,0 +1,127 @@
+"""Load what the alignment stages wrote: CPT models and SFT adapters (safetensors + manifest.json).
+
+Folder layout (``runs/align/...``, one folder per configuration hash):
+
+    cpt/<hash>/model/        full model (from-scratch or full CPT): safetensors + config + tokenizer
+    cpt/<hash>/adapter/      CPT LoRA adapter over a base model (adapter_model.safetensors)
+    cpt/<hash>/tokenizer/    tokenizer (always)
+    sft/<hash>/adapter/      the SFT LoRA adapter (adapter_model.safetensors + adapter_config.json)
+    sft/<hash>/tokenizer/    tokenizer (always)
+    */manifest.json          base model, tokenizer, data hash, template version, seed, training curve
+
+``load_aligned(dir)`` returns ``(model, tokenizer, manifest)`` for either kind of folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from spectra_rec import artifacts
+from spectra_rec.errors import ConfigError
+from spectra_rec.text.templates import TEMPLATE_VERSION
+
+log = logging.getLogger(__name__)
+
+MANIFEST_KEYS = {
+    "stage", "hash", "config", "seed", "created", "seconds", "versions", "kind", "base", "tokenizer", "data",
+    "template_version", "users", "training", "cpt", "files", "peak_rss_mb", "verbalizer_ids", "letter_ids",
+    "context", "examples", "corpus",
+}
+
+
+def read_align_manifest(path: Path) -> dict:
+    path = Path(path)
+    if not artifacts.is_complete(path):
+        raise FileNotFoundError(f"{path}: no manifest.json (not a finished align stage folder)")
+    manifest = artifacts.read_manifest(path)
+    unknown = sorted(set(manifest) - MANIFEST_KEYS)
+    if unknown:
+        warnings.warn(f"{path / artifacts.MANIFEST}: ignoring unknown key(s) {unknown} (newer version?)", stacklevel=2)
+    if manifest.get("template_version") not in (None, TEMPLATE_VERSION):
+        warnings.warn(
+            f"{path}: trained with prompt templates {manifest.get('template_version')!r}, this code renders "
+            f"{TEMPLATE_VERSION!r}; probe results may not match training",
+            stacklevel=2,
+        )
+    return manifest
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def _resolve(stage_dir: Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else (Path(stage_dir) / p).resolve()
+
+
+def load_stage_model(stage_dir: Path, device: str | None = None, dtype=None, merge: bool = True,
+                     trust_remote_code: bool | None = None):
+    """The model a stage folder describes, as a plain causal LM when ``merge`` (adapters folded in).
+
+    CPT folder: the CPT model. SFT folder: the CPT model (or base) with the SFT adapter; with
+    ``merge=False`` a ``PeftModel`` (adapter kept separate). Returns (model, tokenizer, manifest).
+    """
+    from spectra_rec.align.model import default_device, default_dtype, load_base_model, resolve_dtype
+
+    stage_dir = Path(stage_dir)
+    manifest = read_align_manifest(stage_dir)
+    kind = manifest.get("kind")
+    device = device or default_device()
+    trust = manifest.get("config", {}).get("trust_remote_code", False) if trust_remote_code is None else trust_remote_code
+    if kind == "cpt":
+        base = manifest["base"]
+        if base["weights"] == "model":
+            from transformers import AutoModelForCausalLM
+
+            dtype = resolve_dtype(dtype) or (default_dtype(device) if base["kind"] == "hf" else None)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(stage_dir / "model"), dtype=dtype, trust_remote_code=trust
+            )
+            model.to(device)
+        else:
+            model, _ = load_base_model(base["path"], dtype=dtype, device=device, trust_remote_code=trust)
+            model = _with_adapter(model, stage_dir / "adapter", merge=True)
+        tokenizer = load_tokenizer(stage_dir / "tokenizer")
+    elif kind == "sft":
+        base = manifest["base"]
+        if base["kind"] == "cpt":
+            model, _, _ = load_stage_model(_resolve(stage_dir, base["dir"]), device, dtype, True, trust)
+        else:
+            model, _ = load_base_model(base["path"], dtype=dtype, device=device, trust_remote_code=trust)
+        model = _with_adapter(model, stage_dir / "adapter", merge=merge)
+        tokenizer = load_tokenizer(stage_dir / "tokenizer")
+    else:
+        raise ConfigError(f"{stage_dir}: manifest kind {kind!r} is neither 'cpt' nor 'sft'")
+    model.eval()
+    return model, tokenizer, manifest
+
+
+def _with_adapter(model, adapter_dir: Path, merge: bool):
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json")
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def load_aligned(path: Path, device: str | None = None, dtype=None, merge: bool = False):
+    """(model in eval mode, tokenizer, manifest) of an align folder (SFT: a ``PeftModel`` unless ``merge``).
+
+    ``path`` is a stage folder (``runs/align/sft/<hash>`` or ``runs/align/cpt/<hash>``, the
+    latter being the CPT-only model of the stage-wise analysis). The tokenizer's verbalizer
+    and answer-letter ids are in ``manifest["verbalizer_ids"]`` / ``manifest["letter_ids"]``.
+    """
+    return load_stage_model(Path(path), device=device, dtype=dtype, merge=merge)
+
+
+def save_adapter(peft_model, out_dir: Path) -> dict:
+    """Write the adapter (safetensors + adapter_config.json); returns {file: sha256 prefix}."""
+    out_dir = Path(out_dir)
+    peft_model.save_pretrained(str(out_dir), safe_serialization=True)
+    return {p.name: artifacts.file_digest(p) for p in sorted(out_dir.iterdir()) if p.is_file()}

@@ -1,0 +1,412 @@
+"""The alignment stage end to end: CPT then LoRA SFT, cached under ``runs/align/{cpt,sft}/<hash>``.
+
+``align(data, AlignConfig(), runs)`` returns the SFT folder (or the CPT folder with
+``stage="cpt"``); ``load_aligned`` reads it back. Text comes from the train windows only
+(:mod:`spectra_rec.text.corpus`). A seeded ``val_fraction`` of the users is kept out of both
+CPT and SFT; their train-window text gives the validation (held-out users) loss.
+
+Stage semantics: ``cpt`` = CPT only (for the from-scratch model: its pretraining);
+``both`` = CPT then SFT; ``sft`` = SFT without CPT on ``base_model`` (the SFT-only ablation of
+the paper's Appendix G). The from-scratch model is random before CPT, so with it ``sft``
+behaves like ``both``.
+
+Training writes checkpoints into ``runs/align/<stage>/.<hash>.work/``; an interrupted run resumes
+from there, and the finished folder appears atomically (``artifacts.run_stage``). Under
+torchrun / accelerate every rank trains; the main process writes the folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from spectra_rec import artifacts
+from spectra_rec.align.config import STAGES, AlignConfig
+from spectra_rec.errors import ConfigError
+from spectra_rec.text import corpus as C
+from spectra_rec.text import templates as T
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_data(data):
+    """(Dataset, Split) from a DataConfig, a dataset name or directory, a Dataset, or a (Dataset, Split) pair."""
+    from spectra_rec.data import Dataset, Split, load_dataset, split_dataset
+
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], Split):
+        return data
+    if isinstance(data, Split):
+        return data.dataset, data
+    if isinstance(data, Dataset):
+        return data, split_dataset(data)
+    if isinstance(data, (str, Path)):
+        ds = load_dataset(data)
+        return ds, split_dataset(ds)
+    if hasattr(data, "dataset") and hasattr(data, "split_ratio"):  # spectra_rec.data.stage.DataConfig
+        ds = load_dataset(data.dataset, category_field=data.category_field)
+        return ds, split_dataset(ds, data.split_ratio)
+    raise ConfigError(f"align: cannot read data from {type(data).__name__}; pass a DataConfig, a name, or a Dataset")
+
+
+def data_fingerprint(ds, split) -> dict:
+    """Identity of the training data: source file digests, split ratio, category field."""
+    files = {
+        p.name: artifacts.file_digest(p)
+        for p in sorted(Path(ds.source).glob(f"{ds.name}.*"))
+        if p.suffix in (".inter", ".item", ".user", ".json")
+    }
+    fp = {"name": ds.name, "files": files, "split_ratio": split.ratio, "category_field": ds.category_field,
+          "users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions, "K": ds.K}
+    fp["hash"] = artifacts.config_hash(fp)
+    return fp
+
+
+def select_users(split, config: AlignConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(training users, validation users): a seeded sample of ``max_users``, then a seeded validation share."""
+    rng = np.random.default_rng(config.seed)
+    users = np.flatnonzero(split.n_train > 0)
+    if config.max_users is not None and config.max_users < len(users):
+        users = np.sort(rng.choice(users, size=config.max_users, replace=False))
+    perm = rng.permutation(users)
+    n_val = int(round(config.val_fraction * len(users)))
+    if config.val_fraction > 0:
+        n_val = max(1, n_val)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def base_fingerprint(config: AlignConfig) -> dict:
+    if config.base_model is None:
+        return {"kind": "scratch", "model": config.model.to_dict(), "vocab_size": config.vocab_size}
+    path = Path(config.base_model)
+    cfg_file = path / "config.json"
+    digest = artifacts.file_digest(cfg_file) if cfg_file.exists() else None
+    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    sizes = {p.name: p.stat().st_size for p in weights}
+    return {"kind": "hf", "path": str(path.resolve()), "config_digest": digest, "weight_sizes": sizes}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage runner: train in a stable work folder (resumable), publish atomically
+# ---------------------------------------------------------------------------------------------
+
+
+def _dist():
+    """(is_main, barrier) for torchrun / accelerate launches; trivial in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True, lambda: None
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.is_main_process, state.wait_for_everyone
+
+
+def _run(root: Path, stage: str, config: dict, train_fn, fresh: bool, seed: int) -> Path:
+    final = artifacts.stage_dir(root, stage, config)
+    if artifacts.is_complete(final) and not fresh:
+        log.info("%s: reusing %s", stage, final)
+        return final
+    is_main, barrier = _dist()
+    work = final.with_name(f".{final.name}.work")
+    if fresh and is_main:
+        shutil.rmtree(work, ignore_errors=True)
+    barrier()
+    # Every rank trains (the Trainer syncs them); only the main process's outputs are published,
+    # the others write to a scratch folder so that no two processes write the same file.
+    out = work / "out" if is_main else work / f"scratch-rank{os.environ.get('RANK', '0')}"
+    extra = train_fn(work, out)
+    if is_main:
+        def build(tmp: Path) -> dict:
+            for p in out.iterdir():
+                shutil.move(str(p), str(tmp / p.name))
+            return extra | {"peak_rss_mb": peak_rss_mb()}
+
+        artifacts.run_stage(root, stage, config, build, fresh=True, seed=seed)
+        shutil.rmtree(work, ignore_errors=True)
+    barrier()
+    return final
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------
+
+
+def _common(ds, split, config: AlignConfig, users, val_users) -> dict:
+    return {
+        "data": data_fingerprint(ds, split),
+        "template_version": T.TEMPLATE_VERSION,
+        "base": base_fingerprint(config),
+        "seed": config.seed,
+        "max_users": config.max_users,
+        "val_fraction": config.val_fraction,
+        "max_length": config.max_length,
+        "users_digest": artifacts.config_hash({"train": users.tolist(), "val": val_users.tolist()}),
+    }
+
+
+def _users_summary(users, val_users) -> dict:
+    return {"train": int(len(users)), "val": int(len(val_users))}
+
+
+def _tokenizer_info(tokenizer, ds) -> dict:
+    from spectra_rec.align.tokenizer import check_single_tokens, token_cost
+
+    return {
+        "class": type(tokenizer).__name__,
+        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+        "size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "category_token_cost": token_cost(tokenizer, ds.categories),
+        "_verbalizer_ids": check_single_tokens(tokenizer, T.Verbalizers().all()),
+        "_letter_ids": check_single_tokens(tokenizer, T.ANSWER_LETTERS),
+    }
+
+
+def _split_tok_info(info: dict) -> tuple[dict, dict, dict]:
+    info = dict(info)
+    return info, info.pop("_verbalizer_ids"), info.pop("_letter_ids")
+
+
+def cpt_stage_config(ds, split, config: AlignConfig, users, val_users) -> dict:
+    return _common(ds, split, config, users, val_users) | {
+        "stage": "cpt",
+        "cpt_mode": config.resolved_cpt_mode,
+        "corpus": asdict(config.corpus),
+        "train": asdict(config.cpt_train),
+        "cpt_lora": config.to_dict()["cpt_lora"] if config.resolved_cpt_mode == "lora" else None,
+        "trust_remote_code": config.trust_remote_code,
+    }
+
+
+def run_cpt(ds, split, config: AlignConfig, runs: Path, fresh: bool, device: str | None = None) -> Path:
+    users, val_users = select_users(split, config)
+    stage_config = cpt_stage_config(ds, split, config, users, val_users)
+
+    def train_fn(work: Path, out: Path) -> dict:
+        from spectra_rec.align.model import build_tiny_qwen3, load_base_model
+        from spectra_rec.align.tokenizer import build_tokenizer
+        from spectra_rec.align.train import pack_documents, train
+
+        docs = C.cpt_documents(ds, split, users, config.corpus, seed=config.seed)
+        val_docs = C.cpt_documents(ds, split, val_users, _no_items(config.corpus), seed=config.seed)
+        if config.base_model is None:
+            tokenizer = build_tokenizer(
+                C.tokenizer_texts(ds, split, users, config.corpus), vocab_size=config.vocab_size,
+                extra_words=ds.categories, model_max_length=config.model.max_position_embeddings,
+            )
+            model = build_tiny_qwen3(tokenizer, config.model, seed=config.seed)
+            if device:
+                model.to(device)
+        else:
+            import torch
+
+            dtype = torch.float32 if config.resolved_cpt_mode == "full" else None
+            model, tokenizer = load_base_model(config.base_model, dtype=dtype, device=device,
+                                               trust_remote_code=config.trust_remote_code)
+        tok_info, verbalizer_ids, letter_ids = _split_tok_info(_tokenizer_info(tokenizer, ds))
+        if config.resolved_cpt_mode == "lora":
+            model = _peft(model, config.cpt_lora, config.seed)
+        train_set = pack_documents(tokenizer, docs, config.max_length)
+        val_set = pack_documents(tokenizer, val_docs, config.max_length)
+        log.info("CPT corpus: %d documents -> %d blocks of %d tokens (%d tokens); validation %d blocks",
+                 len(docs), len(train_set), config.max_length, train_set.n_tokens, len(val_set))
+        summary = train(model, tokenizer, train_set, {"val": val_set}, config.cpt_train, work, config.seed)
+        out.mkdir(parents=True, exist_ok=True)
+        if config.resolved_cpt_mode == "lora":
+            from spectra_rec.align.io import save_adapter
+
+            files = save_adapter(model, out / "adapter")
+            weights = "adapter"
+        else:
+            model.save_pretrained(str(out / "model"), safe_serialization=True)
+            tokenizer.save_pretrained(str(out / "model"))
+            files = {p.name: artifacts.file_digest(p) for p in sorted((out / "model").glob("*.safetensors"))}
+            weights = "model"
+        tokenizer.save_pretrained(str(out / "tokenizer"))
+        base = {"kind": "scratch"} if config.base_model is None else {"kind": "hf", "path": str(Path(config.base_model).resolve())}
+        return {
+            "kind": "cpt",
+            "base": base | {"weights": weights},
+            "tokenizer": tok_info,
+            "verbalizer_ids": verbalizer_ids,
+            "letter_ids": letter_ids,
+            "data": stage_config["data"],
+            "template_version": T.TEMPLATE_VERSION,
+            "users": _users_summary(users, val_users),
+            "corpus": {"documents": len(docs), "blocks": len(train_set), "tokens": train_set.n_tokens,
+                       "val_blocks": len(val_set)},
+            "training": summary,
+            "files": files,
+        }
+
+    return _run(Path(runs) / "align", "cpt", stage_config, train_fn, fresh, config.seed)
+
+
+def _no_items(corpus_config):
+    from dataclasses import replace
+
+    return replace(corpus_config, include_items=False)
+
+
+def _peft(model, lora, seed: int):
+    from peft import get_peft_model
+
+    from spectra_rec.align.model import _seeded
+
+    with _seeded(seed):
+        model = get_peft_model(model, lora.peft_config())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+    return model
+
+
+def prompt_budget(tokenizer, ds, config: AlignConfig) -> int:
+    """Tokens left for the history prefix once the longest question and answer are reserved."""
+    questions = [T.name_question(), T.dg_question(config.sft.dg_k)] + [T.yes_no_question(c) for c in ds.categories]
+    questions += [T.choice_question([ds.categories[k] for k in ch]) for ch in C.choice_chunks(ds.K)]
+    q = max(len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in questions)
+    names = sorted((len(tokenizer(T.answer(c), add_special_tokens=False)["input_ids"]) for c in ds.categories),
+                   reverse=True)
+    a = sum(names[: config.sft.dg_k]) + 2 * config.sft.dg_k
+    budget = config.max_length - q - a - 4  # bos, eos, margin
+    if budget < 32:
+        raise ConfigError(
+            f"AlignConfig.max_length={config.max_length} leaves {budget} tokens for the history after the longest "
+            f"question ({q}) and answer ({a}); raise max_length"
+        )
+    return budget
+
+
+def make_fit(tokenizer, budget: int):
+    """``fit(dataset, user, items, max_items)`` keeping the most recent items within ``budget`` prefix tokens."""
+
+    def count(text: str) -> int:
+        return len(tokenizer(text)["input_ids"])
+
+    def fit(dataset, user, items, max_items):
+        return T.fit_history_prefix(dataset, user, items, count, budget, max_items)
+
+    return fit
+
+
+def sft_stage_config(ds, split, config: AlignConfig, users, val_users, cpt_dir: Path | None) -> dict:
+    return _common(ds, split, config, users, val_users) | {
+        "stage": "sft",
+        "cpt": cpt_dir.name if cpt_dir is not None else None,
+        "sft": config.sft.to_dict(),
+        "train": asdict(config.sft_train),
+        "lora": config.to_dict()["lora"],
+        "trust_remote_code": config.trust_remote_code,
+    }
+
+
+def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Path | None,
+            device: str | None = None) -> Path:
+    users, val_users = select_users(split, config)
+    stage_config = sft_stage_config(ds, split, config, users, val_users, cpt_dir)
+    sft_root = artifacts.stage_dir(Path(runs) / "align", "sft", stage_config)
+
+    def train_fn(work: Path, out: Path) -> dict:
+        from spectra_rec.align.io import load_stage_model, read_align_manifest, save_adapter
+        from spectra_rec.align.model import load_base_model
+        from spectra_rec.align.train import encode_examples, train
+
+        if cpt_dir is not None:
+            model, tokenizer, cpt_manifest = load_stage_model(cpt_dir, device=device, merge=True)
+            base = {"kind": "cpt", "dir": os.path.relpath(cpt_dir, sft_root)}
+            cpt_summary = _cpt_digest(read_align_manifest(cpt_dir))
+        else:
+            model, tokenizer = load_base_model(config.base_model, device=device,
+                                               trust_remote_code=config.trust_remote_code)
+            base = {"kind": "hf", "path": str(Path(config.base_model).resolve())}
+            cpt_summary = None
+        tok_info, verbalizer_ids, letter_ids = _split_tok_info(_tokenizer_info(tokenizer, ds))
+        budget = prompt_budget(tokenizer, ds, config)
+        fit = make_fit(tokenizer, budget)
+        examples = C.sft_examples(ds, split, users, config.sft, seed=config.seed, fit=fit)
+        val_examples = C.sft_examples(ds, split, val_users, config.sft, seed=config.seed + 1, fit=fit)
+        if not examples:
+            raise ConfigError("SFT: no examples (every train window is shorter than min_context + min_future)")
+        train_set = encode_examples(tokenizer, examples, config.max_length)
+        eval_sets = {"val": encode_examples(tokenizer, val_examples, config.max_length)}
+        for fmt in C.FORMATS:
+            rows = [r for r in eval_sets["val"].rows if r["format"] == fmt]
+            if rows:
+                eval_sets[f"val_{fmt}"] = type(eval_sets["val"])(rows)
+        dropped = np.array([e.dropped for e in examples])
+        formats = {f: int(sum(e.format == f for e in examples)) for f in C.FORMATS}
+        log.info("SFT: %d examples (%s), %d tokens, %d answer tokens; validation %d examples",
+                 len(train_set), formats, train_set.n_tokens, train_set.n_label_tokens, len(val_examples))
+        model.train()
+        model = _peft(model, config.lora, config.seed)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        summary = train(model, tokenizer, train_set, eval_sets, config.sft_train, work, config.seed,
+                        group_by_length=True)
+        out.mkdir(parents=True, exist_ok=True)
+        files = save_adapter(model, out / "adapter")
+        tokenizer.save_pretrained(str(out / "tokenizer"))
+        return {
+            "kind": "sft",
+            "base": base,
+            "tokenizer": tok_info,
+            "verbalizer_ids": verbalizer_ids,
+            "letter_ids": letter_ids,
+            "data": stage_config["data"],
+            "template_version": T.TEMPLATE_VERSION,
+            "users": _users_summary(users, val_users),
+            "examples": {"train": len(train_set), "val": len(val_examples), "formats": formats,
+                         "tokens": train_set.n_tokens, "answer_tokens": train_set.n_label_tokens,
+                         "trainable_parameters": int(trainable)},
+            "context": {"max_items": config.sft.context_items, "prefix_token_budget": budget,
+                        "examples_with_dropped_items": int((dropped > 0).sum()),
+                        "items_dropped_total": int(dropped.sum())},
+            "training": summary,
+            "cpt": cpt_summary,
+            "files": files,
+        }
+
+    return _run(Path(runs) / "align", "sft", stage_config, train_fn, fresh, config.seed)
+
+
+def _cpt_digest(manifest: dict) -> dict:
+    tr = manifest.get("training", {})
+    return {"hash": manifest.get("hash"), "seconds": tr.get("seconds"), "train_loss_last10_mean": tr.get("train_loss_last10_mean"),
+            "eval_loss_before": tr.get("eval_loss_before"), "eval_loss_after": tr.get("eval_loss_after")}
+
+
+def align(data, config: AlignConfig | None = None, runs: Path = Path("runs"), fresh: bool = False,
+          stage: str = "both", device: str | None = None) -> Path:
+    """Run (or reuse) the alignment stages; returns the SFT folder (``stage='cpt'``: the CPT folder).
+
+    ``data``: a ``DataConfig``, a dataset name or directory, a ``Dataset`` or a ``(Dataset, Split)``.
+    ``fresh`` recomputes every stage it runs.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"align stage must be one of {list(STAGES)}, got {stage!r}")
+    config = config or AlignConfig()
+    ds, split = resolve_data(data)
+    cpt_dir = None
+    if stage in ("cpt", "both") or config.base_model is None:
+        cpt_dir = run_cpt(ds, split, config, runs, fresh, device)
+        if stage == "cpt":
+            return cpt_dir
+    return run_sft(ds, split, config, runs, fresh, cpt_dir, device)

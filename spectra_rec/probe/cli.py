@@ -1,0 +1,80 @@
+"""``spectra-rec probe``: read per-user category distributions out of the aligned LM into a prior table.
+
+    spectra-rec probe --dataset ml-100k                      # aligns first if needed; cached under runs/probe
+    spectra-rec probe --readout hier --branches top:3 --adapter runs/align/sft/<hash> --out hier.parquet
+    spectra-rec probe --shard 0/4 --out p.parquet ...        # four processes; the last one to finish merges
+    spectra-rec probe --merge --out p.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from spectra_rec.errors import ConfigError
+from spectra_rec.probe.cli_common import add_common, run_probe, set_threads
+from spectra_rec.probe.readouts import PROBE_READOUTS
+from spectra_rec.text.templates import Verbalizers
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common(p, "a local Hugging Face causal LM directory to probe instead of an adapter (not aligned)")
+    p.add_argument("--readout", default="logit", choices=list(PROBE_READOUTS))
+    p.add_argument("--tau", type=float, default=1.0, help="softmax temperature (L1 temperature for hier)")
+    p.add_argument("--tau-l2", type=float, help="hier: temperature of p(c2 | c1) (default --tau)")
+    p.add_argument("--verbalizers", default="Yes,yes/No,no", help="affirmative/negative answer words")
+    p.add_argument("--branches", default="all", help="hier: all | top:b | tail:b")
+    p.add_argument("--unexpanded", default="uniform", choices=["uniform", "zero"],
+                   help="hier: mass of branches not expanded (spread over children, or dropped)")
+    p.add_argument("--taxonomy", type=Path, help="hier: L1 -> [L2, ...] JSON (default: the dataset's)")
+    p.add_argument("--anchor", help="choice with K > 26: the anchor category of every block (default: the first)")
+
+
+def parse_verbalizers(text: str) -> Verbalizers:
+    aff, sep, neg = str(text).partition("/")
+    a = tuple(w for w in aff.split(",") if w)
+    n = tuple(w for w in neg.split(",") if w)
+    if not sep or not a or not n:
+        raise ConfigError(f"--verbalizers must look like Yes,yes/No,no, got {text!r}")
+    return Verbalizers(a, n)
+
+
+def readout_options(args) -> dict:
+    verb = parse_verbalizers(args.verbalizers)
+    if args.readout == "logit":
+        return {"verbalizers": verb, "tau": args.tau}
+    if args.readout == "name":
+        return {"tau": args.tau}
+    if args.readout == "choice":
+        return {"tau": args.tau} | ({"anchor": args.anchor} if args.anchor else {})
+    taxonomy = None
+    if args.taxonomy is not None:
+        try:
+            taxonomy = json.loads(Path(args.taxonomy).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--taxonomy {str(args.taxonomy)!r}: {exc}") from None
+    return {"taxonomy": taxonomy, "branches": args.branches, "tau": args.tau, "tau_l2": args.tau_l2,
+            "verbalizers": verb, "unexpanded": args.unexpanded}
+
+
+def run(args) -> int:
+    options = readout_options(args)
+    set_threads(args)
+    if args.out is None and args.model is None and args.shard == "0/1" and not args.merge:
+        # The default path: the cached SPECTRA prior (aligning first when no adapter is cached).
+        from spectra_rec.data.stage import DataConfig
+        from spectra_rec.probe.run import spectra_prior
+
+        table = spectra_prior(
+            DataConfig(dataset=str(args.dataset)), runs=args.runs, readout=args.readout, readout_options=options,
+            adapter=args.adapter, max_users=args.max_users, max_items=args.max_items, backend=args.backend,
+            backend_options={"batch_size": args.batch_size} if args.backend == "hf" else {}, device=args.device,
+            fresh=args.fresh, progress=not args.no_progress,
+        )
+        print(table.source)
+        return 0
+    return run_probe(args, args.readout, options, "{dataset}-{readout}-{model}.parquet")

@@ -1,0 +1,137 @@
+"""Arguments and model loading shared by ``spectra-rec probe``, ``dg`` and ``rerank``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from spectra_rec.errors import ConfigError
+from spectra_rec.probe.run import merge_shards, parse_shard, probe_prior
+
+log = logging.getLogger(__name__)
+
+
+def add_common(p: argparse.ArgumentParser, model_help: str) -> None:
+    p.add_argument("--dataset", default="ml-100k", help="built-in dataset name or a directory of atomic files")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    p.add_argument("--adapter", type=Path, help="an align folder (runs/align/sft/<hash> or runs/align/cpt/<hash>)")
+    p.add_argument("--model", type=Path, help=model_help)
+    p.add_argument("--max-users", type=int, help="probe only the first N users of the cohort")
+    p.add_argument("--max-items", type=int, help="most recent train items per prompt (default: the adapter's SFT context)")
+    p.add_argument("--shard", default="0/1", help="i/n: this process handles the i-th of n slices of the cohort")
+    p.add_argument("--out", type=Path, help="prior table (.parquet or .csv); raw scores and metadata go next to it")
+    p.add_argument("--merge", action="store_true", help="only merge the complete shards of --out")
+    p.add_argument("--fresh", action="store_true", help="discard partial or cached results")
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--batch-size", type=int, default=32, help="suffixes per forward pass (hf)")
+    p.add_argument("--chunk-users", type=int, default=16, help="users per partial file")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", help="bf16, fp16, fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 is often fastest)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def set_threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def load_data(args):
+    from spectra_rec.data.stage import DataConfig, data_stage
+
+    ds, split, _ = data_stage(DataConfig(dataset=str(args.dataset)), args.runs)
+    return ds, split
+
+
+def read_manifest(folder: Path) -> dict:
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        raise ConfigError(f"--adapter {str(folder)!r} is not a finished align folder (no manifest.json)")
+    return json.loads(path.read_text())
+
+
+def load_model(args, ds, split, allow_align: bool = True):
+    """(model or model path for vllm, tokenizer, adapter folder or None, name, manifest)."""
+    if args.adapter is not None and args.model is not None:
+        raise ConfigError("give --adapter or --model, not both")
+    adapter = args.adapter
+    if adapter is None and args.model is None:
+        if not allow_align:
+            raise ConfigError("give --model DIR or --adapter DIR")
+        from spectra_rec.align.pipeline import align
+
+        log.info("no --adapter given: aligning the default model (cached under %s)", args.runs)
+        adapter = align((ds, split), None, args.runs)
+    if adapter is not None:
+        manifest = read_manifest(adapter)
+        if args.backend == "vllm":
+            from spectra_rec.align.io import load_tokenizer
+
+            return adapter, load_tokenizer(Path(adapter) / "tokenizer"), adapter, str(adapter), manifest
+        from spectra_rec.align.io import load_aligned
+
+        model, tokenizer, manifest = load_aligned(adapter, device=args.device, dtype=args.dtype, merge=True)
+        return model, tokenizer, adapter, str(adapter), manifest
+    if args.backend == "vllm":
+        from transformers import AutoTokenizer
+
+        return args.model, AutoTokenizer.from_pretrained(str(args.model)), None, str(args.model), {}
+    from spectra_rec.align.model import load_base_model
+
+    model, tokenizer = load_base_model(args.model, dtype=args.dtype, device=args.device)
+    return model, tokenizer, None, str(args.model), {}
+
+
+def sft_defaults(manifest: dict) -> tuple[int | None, int | None]:
+    """(history items, DG list length) the adapter was trained with, when its manifest says."""
+    from spectra_rec.probe.run import _sft_context, _sft_dg_k
+
+    return _sft_context(manifest), _sft_dg_k(manifest)
+
+
+def backend_options(args) -> dict:
+    if args.backend == "hf":
+        return {"batch_size": args.batch_size}
+    opts = {}
+    if args.dtype:
+        opts["dtype"] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(args.dtype, args.dtype)
+    return opts
+
+
+def run_probe(args, readout: str, options: dict, default_out: str, allow_align: bool = True, check=None) -> int:
+    """Load data and model, probe (sharded, resumable) into ``--out`` and print the table's path."""
+    shard = parse_shard(args.shard)
+    set_threads(args)
+    if args.merge:
+        if args.out is None:
+            raise ConfigError("--merge needs --out")
+        print(merge_shards(args.out).source)
+        return 0
+    if check is not None and args.adapter is not None:
+        check(args.adapter, read_manifest(args.adapter))  # before any data or weights are loaded
+    ds, split = load_data(args)
+    model, tokenizer, adapter, name, manifest = load_model(args, ds, split, allow_align)
+    if check is not None:
+        check(adapter, manifest)
+    max_items, dg_k = sft_defaults(manifest)
+    if args.max_items is not None:
+        max_items = args.max_items
+    if readout == "dg" and options.get("k") is None:
+        options["k"] = dg_k or 3
+    out = args.out or args.runs / "probe" / default_out.format(dataset=ds.name, readout=readout, model=Path(name).name)
+    table = probe_prior(
+        ds, split, model, tokenizer, readout, readout_options=options, max_users=args.max_users,
+        backend=args.backend, backend_options=backend_options(args), max_items=max_items, shard=shard, out=out,
+        chunk_users=args.chunk_users, adapter_manifest=adapter, model_name=name, fresh=args.fresh,
+        progress=not args.no_progress,
+    )
+    if Path(out).exists():
+        print(out)
+    else:
+        log.info("shard %s written (%d users); merge when all shards are done: --merge --out %s",
+                 args.shard, len(table.user_ids), out)
+    return 0

@@ -1,0 +1,69 @@
+"""A very small random Qwen3 and its tokenizer, built from a dataset's text, for fast tests.
+
+    model, tokenizer = tiny_model_and_tokenizer()            # a seeded synthetic dataset
+    model, tokenizer = tiny_model_and_tokenizer(dataset)     # any loaded Dataset
+
+The model is real (``Qwen3ForCausalLM``, 2 layers, hidden 64), random and untrained: it is
+for code-path and invariant tests (shapes, cache parity, LoRA identity), not for quality.
+The tokenizer is the toolkit's real one: verbalizers and answer letters are single tokens.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from spectra_rec.align.model import ModelConfig
+
+TINY_MODEL = ModelConfig(
+    hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32, intermediate_size=128,
+    max_position_embeddings=1024, tie_word_embeddings=True,
+)
+"""2 layers, hidden 64: about 0.1M parameters besides the embedding."""
+
+TINY_VOCAB = 512
+
+
+def tiny_dataset(seed: int = 0):
+    """A small seeded synthetic dataset (60 users x 120 items, K = 6), loaded from a temporary folder."""
+    from spectra_rec.data import load_dataset
+    from spectra_rec.data.synthetic import SyntheticConfig, make_synthetic
+
+    with tempfile.TemporaryDirectory(prefix="spectra-tiny-") as tmp:
+        cfg = SyntheticConfig(n_users=60, n_items=120, n_l1=2, n_l2=3, mean_interactions=20, seed=seed)
+        return load_dataset(make_synthetic(Path(tmp) / "tiny", cfg))
+
+
+def tiny_tokenizer(dataset=None, vocab_size: int = TINY_VOCAB, seed: int = 0):
+    """The toolkit tokenizer trained on ``dataset``'s train-window text (category names forced cheap)."""
+    from spectra_rec.data import split_dataset
+
+    dataset = dataset if dataset is not None else _cached_dataset(seed)
+    return _tokenizer_for(dataset, split_dataset(dataset), vocab_size)
+
+
+def _tokenizer_for(dataset, split, vocab_size: int):
+    from spectra_rec.align.tokenizer import build_tokenizer
+    from spectra_rec.text.corpus import tokenizer_texts
+
+    return build_tokenizer(
+        tokenizer_texts(dataset, split), vocab_size=vocab_size, extra_words=dataset.categories,
+        model_max_length=TINY_MODEL.max_position_embeddings,
+    )
+
+
+@lru_cache(maxsize=4)
+def _cached_dataset(seed: int):
+    return tiny_dataset(seed)
+
+
+def tiny_model_and_tokenizer(dataset=None, seed: int = 0, config: ModelConfig = TINY_MODEL,
+                             vocab_size: int = TINY_VOCAB):
+    """(``Qwen3ForCausalLM`` in eval mode, tokenizer); same dataset and seed, same weights and vocabulary."""
+    from spectra_rec.align.model import build_tiny_qwen3
+
+    tokenizer = tiny_tokenizer(dataset, vocab_size, seed)
+    model = build_tiny_qwen3(tokenizer, config, seed=seed)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,342 @@
+"""Training text from the train windows only: the CPT corpus and the SFT examples.
+
+Everything here reads ``Split.train_items`` (never ``heldout_items``), and every string is
+rendered by :mod:`spectra_rec.text.templates`, so SFT teaches exactly the formats the probes
+read (ARCHITECTURE.md section 4, last bullet).
+
+- CPT documents: user traces (``history_prefix`` over chunks of the train window, in time
+  order, with the user profile), item metadata (``Item: <title> (<year>) [<categories>]``)
+  for items seen in some train window, and an item quiz per such item (questions about the
+  item's own categories, in the answer format the probes read; no user-level target).
+- SFT examples: reference points inside each train window; context = the last
+  ``context_items`` interactions before the reference; target distribution f = normalized
+  category mass of the interactions after the reference and still inside the train window
+  (optionally only the next ``horizon``). One example is a (prompt, completion) pair; the loss
+  covers the completion only. Formats:
+
+  ``name``     completion = one category name drawn from f;
+  ``yes_no``   a category with f(c) > 0 (drawn from f) -> " Yes", or one with f(c) = 0 -> " No";
+  ``choice``   categories listed in dataset order with letters A.. (chunks of 26 when K > 26,
+               the chunk drawn by its mass), completion = the letter of a category drawn from f;
+  ``dg``       completion = the top-k categories of f (ties: context mass, then global train mass).
+
+``heldout_examples`` builds the same formats with targets from the held-out window: it is for
+evaluation only (tests and benchmarks) and is never used by training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from spectra_rec.errors import ConfigError
+from spectra_rec.text import templates as T
+
+FORMATS = ("name", "yes_no", "choice", "dg")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """How the CPT corpus is cut into documents."""
+
+    items_per_doc: int = 24
+    """Interactions per user-trace document (long train windows become several documents, in order)."""
+    item_lines_per_doc: int = 32
+    """Item-metadata lines per document."""
+    include_items: bool = True
+    """Add item-metadata documents (items that appear in some train window only)."""
+    item_quiz: bool = True
+    """Add one quiz document per such item: yes/no, multi-choice and name questions about the item's own
+    categories. It teaches the answer slot and its tokens (" Yes", " B", " Drama") on item facts, so
+    a from-scratch model meets them before SFT; it carries no user-level target."""
+
+    def __post_init__(self):
+        for name in ("items_per_doc", "item_lines_per_doc"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"CorpusConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Which SFT examples are drawn from the train windows."""
+
+    context_items: int = 20
+    """N: interactions before the reference time kept as context (the most recent N)."""
+    refs_per_user: int = 4
+    """Reference points drawn per user (fewer when the window is short)."""
+    examples_per_ref: int = 2
+    """Examples drawn per reference point, each with a format from ``mixture``."""
+    min_context: int = 1
+    """Fewest interactions before a reference point."""
+    min_future: int = 1
+    """Fewest interactions after the reference point (inside the train window)."""
+    horizon: int | None = None
+    """Interactions after the reference that define the target; None = the rest of the train window."""
+    mixture: dict = field(default_factory=lambda: {"name": 0.4, "yes_no": 0.3, "choice": 0.2, "dg": 0.1})
+    """Format -> weight (normalized); formats: name, yes_no, choice, dg."""
+    yes_rate: float = 0.5
+    """Share of yes/no examples asked about a category with future mass (answer Yes)."""
+    dg_k: int = 3
+    """Length of DG ranked lists."""
+    choice_order: str = "fixed"
+    """``fixed``: categories in dataset order, letters A.. in order (what the probe reads); ``shuffled``."""
+
+    def __post_init__(self):
+        for name in ("context_items", "refs_per_user", "examples_per_ref", "min_context", "min_future", "dg_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.horizon is not None and self.horizon < 1:
+            raise ConfigError(f"SFTConfig.horizon must be >= 1 or None, got {self.horizon}")
+        unknown = sorted(set(self.mixture) - set(FORMATS))
+        if unknown:
+            raise ConfigError(f"SFTConfig.mixture has unknown format(s) {unknown}; known: {list(FORMATS)}")
+        if any(w < 0 for w in self.mixture.values()) or sum(self.mixture.values()) <= 0:
+            raise ConfigError(f"SFTConfig.mixture weights must be >= 0 with a positive sum, got {self.mixture}")
+        if not 0.0 <= self.yes_rate <= 1.0:
+            raise ConfigError(f"SFTConfig.yes_rate must be in [0, 1], got {self.yes_rate}")
+        if self.choice_order not in ("fixed", "shuffled"):
+            raise ConfigError(f"SFTConfig.choice_order must be 'fixed' or 'shuffled', got {self.choice_order!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One SFT example: the loss covers ``completion`` (and the eos the encoder appends) only."""
+
+    user: int
+    format: str
+    prompt: str
+    completion: str
+    dropped: int = 0
+    """Older context interactions left out (``context_items`` and the token budget together)."""
+    ref: int = -1
+    """Reference position in the user's train window: context = items[:ref], targets from items[ref:]
+    (-1 for ``heldout_examples``: context = the whole train window, targets = the held-out window)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# CPT corpus
+# ---------------------------------------------------------------------------------------------
+
+
+def train_item_set(split, users: Sequence[int] | None = None) -> np.ndarray:
+    """Items that appear in the train window of ``users`` (all users by default)."""
+    users = range(split.dataset.n_users) if users is None else users
+    seen = np.zeros(split.dataset.n_items, dtype=bool)
+    for u in users:
+        seen[split.train_items(u)] = True
+    return np.flatnonzero(seen)
+
+
+def item_line(dataset, item: int) -> str:
+    """Item metadata line of the CPT corpus."""
+    return f"Item: {T.item_text(dataset, item)}"
+
+
+def user_documents(dataset, split, user: int, items_per_doc: int) -> list[str]:
+    """The user's train window as ``history_prefix`` documents of at most ``items_per_doc`` items, in order."""
+    items = split.train_items(user)
+    return [T.history_prefix(dataset, user, items[s : s + items_per_doc])[0] for s in range(0, len(items), items_per_doc)]
+
+
+def cpt_documents(dataset, split, users: Sequence[int] | None = None, config: CorpusConfig | None = None,
+                  seed: int = 0) -> list[str]:
+    """The CPT corpus (train windows of ``users`` only), documents in a seeded shuffled order."""
+    config = config or CorpusConfig()
+    users = list(range(dataset.n_users)) if users is None else list(users)
+    docs: list[str] = []
+    for u in users:
+        docs.extend(user_documents(dataset, split, u, config.items_per_doc))
+    if config.include_items:
+        items = train_item_set(split, users)
+        lines = [item_line(dataset, i) for i in items]
+        n = config.item_lines_per_doc
+        docs.extend("\n".join(lines[s : s + n]) + "\n" for s in range(0, len(lines), n))
+        if config.item_quiz:
+            docs.extend(item_quiz_documents(dataset, items, np.random.default_rng([seed, 1])))
+    rng = np.random.default_rng(seed)
+    return [docs[j] for j in rng.permutation(len(docs))]
+
+
+def item_quiz_documents(dataset, items: Sequence[int], rng: np.random.Generator) -> list[str]:
+    """Per item with categories: its metadata line, then a yes/no (member or not, 50/50), a
+    multi-choice (the chunk holding a member, dataset order) and a name question with answers."""
+    K = dataset.K
+    chunks = choice_chunks(K)
+    docs = []
+    for i in items:
+        members = dataset.membership.getrow(int(i)).indices
+        if len(members) == 0:
+            continue
+        lines = [item_line(dataset, int(i))]
+        others = np.setdiff1d(np.arange(K), members)
+        if len(others) and rng.random() < 0.5:
+            lines.append(T.item_yes_no_question(dataset.categories[rng.choice(others)]) + T.answer("No"))
+        else:
+            lines.append(T.item_yes_no_question(dataset.categories[rng.choice(members)]) + T.answer("Yes"))
+        c = int(rng.choice(members))
+        ch = chunks[c // len(T.ANSWER_LETTERS)]
+        lines.append(T.item_choice_question([dataset.categories[k] for k in ch])
+                     + T.answer(T.ANSWER_LETTERS[c - ch[0]]))
+        lines.append(T.item_name_question() + T.answer(dataset.categories[int(rng.choice(members))]))
+        docs.append("\n".join(lines) + "\n")
+    return docs
+
+
+def tokenizer_texts(dataset, split, users: Sequence[int] | None = None, config: CorpusConfig | None = None):
+    """Texts a tokenizer is trained on: the CPT corpus plus every question the templates render."""
+    yield from cpt_documents(dataset, split, users, config)
+    questions = [T.name_question(), T.dg_question(3)]
+    questions += [T.yes_no_question(c) for c in dataset.categories]
+    for chunk in choice_chunks(dataset.K):
+        questions.append(T.choice_question([dataset.categories[k] for k in chunk]))
+    answers = [T.answer(w) for w in T.Verbalizers().all() + T.ANSWER_LETTERS]
+    answers += [T.answer(c) for c in dataset.categories]
+    for _ in range(4):  # the question formats are rare in the corpus but frequent in SFT
+        yield from questions
+        yield T.ANSWER_CUE.join(answers)
+
+
+def choice_chunks(K: int, size: int = len(T.ANSWER_LETTERS)) -> list[np.ndarray]:
+    """Category indices of each multi-choice prompt: dataset order, ``size`` per chunk (K > 26)."""
+    return [np.arange(s, min(s + size, K)) for s in range(0, K, size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# SFT examples
+# ---------------------------------------------------------------------------------------------
+
+
+def category_mass(dataset, items: Sequence[int]) -> np.ndarray:
+    """sum over items of m(i, c): (K,)."""
+    items = np.asarray(items, dtype=np.int64)
+    if len(items) == 0:
+        return np.zeros(dataset.K)
+    return np.asarray(dataset.membership[items].sum(axis=0)).ravel()
+
+
+def _normalize(mass: np.ndarray) -> np.ndarray | None:
+    s = mass.sum()
+    return mass / s if s > 0 else None
+
+
+class _Renderer:
+    """Renders the prompts of one (user, context) pair in every format."""
+
+    def __init__(self, dataset, config: SFTConfig, global_mass: np.ndarray, fit: Callable | None):
+        self.ds = dataset
+        self.cfg = config
+        self.global_mass = global_mass
+        self.fit = fit
+
+    def prefix(self, user: int, context: np.ndarray) -> tuple[str, int]:
+        if self.fit is not None:
+            return self.fit(self.ds, user, context, self.cfg.context_items)
+        return T.history_prefix(self.ds, user, context, max_items=self.cfg.context_items)
+
+    def draw(self, fmt: str, rng: np.random.Generator, f: np.ndarray, context_mass: np.ndarray):
+        """(question, completion) for one format given the target distribution f."""
+        ds, cfg, K = self.ds, self.cfg, self.ds.K
+        cats = ds.categories
+        if fmt == "name":
+            return T.name_question(), T.answer(cats[rng.choice(K, p=f)])
+        if fmt == "yes_no":
+            pos = f > 0
+            ask_yes = rng.random() < cfg.yes_rate
+            if ask_yes or pos.all():
+                return T.yes_no_question(cats[rng.choice(K, p=f)]), T.answer("Yes")
+            neg = np.flatnonzero(~pos)
+            return T.yes_no_question(cats[rng.choice(neg)]), T.answer("No")
+        if fmt == "choice":
+            chunks = choice_chunks(K)
+            chunk_mass = np.array([f[ch].sum() for ch in chunks])
+            ch = chunks[rng.choice(len(chunks), p=chunk_mass / chunk_mass.sum())]
+            order = ch if cfg.choice_order == "fixed" else rng.permutation(ch)
+            p = f[order] / f[order].sum()
+            j = rng.choice(len(order), p=p)
+            return T.choice_question([cats[k] for k in order]), T.answer(T.ANSWER_LETTERS[j])
+        if fmt == "dg":
+            k = min(cfg.dg_k, K)
+            # Rank by future mass, then context mass, then global train mass, then dataset order.
+            order = np.lexsort((np.arange(K), -self.global_mass, -context_mass, -f))
+            return T.dg_question(k), T.dg_answer([cats[c] for c in order[:k]])
+        raise ConfigError(f"unknown SFT format {fmt!r}; known: {list(FORMATS)}")
+
+
+def _mixture(config: SFTConfig) -> tuple[list[str], np.ndarray]:
+    fmts = [f for f in FORMATS if config.mixture.get(f, 0) > 0]
+    w = np.array([config.mixture[f] for f in fmts], dtype=float)
+    return fmts, w / w.sum()
+
+
+def sft_examples(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,
+                 seed: int = 0, fit: Callable | None = None) -> list[Example]:
+    """SFT examples from the train windows of ``users``; same inputs and seed, same examples.
+
+    ``fit(dataset, user, items, max_items) -> (prefix, dropped)`` may replace the plain
+    ``history_prefix`` (e.g. :func:`spectra_rec.text.templates.fit_history_prefix` bound to a
+    tokenizer and a token budget).
+    """
+    config = config or SFTConfig()
+    users = list(range(dataset.n_users)) if users is None else list(users)
+    rng = np.random.default_rng(seed)
+    global_mass = split.category_train_mass
+    render = _Renderer(dataset, config, global_mass, fit)
+    fmts, weights = _mixture(config)
+    out: list[Example] = []
+    for u in users:
+        items = split.train_items(u)
+        n = len(items)
+        lo, hi = config.min_context, n - config.min_future  # reference r: context items[:r], future items[r:]
+        if hi < lo:
+            continue
+        candidates = np.arange(lo, hi + 1)
+        refs = np.sort(rng.choice(candidates, size=min(config.refs_per_user, len(candidates)), replace=False))
+        for r in refs:
+            context = items[max(0, r - config.context_items) : r]
+            future = items[r : n if config.horizon is None else min(n, r + config.horizon)]
+            f = _normalize(category_mass(dataset, future))
+            if f is None:  # no categorized item in the future window
+                continue
+            prefix, dropped = render.prefix(u, context)
+            context_mass = category_mass(dataset, context)
+            for fmt in rng.choice(fmts, size=config.examples_per_ref, p=weights):
+                q, a = render.draw(str(fmt), rng, f, context_mass)
+                out.append(Example(int(u), str(fmt), prefix + q, a, dropped, int(r)))
+    return out
+
+
+def heldout_examples(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,
+                     formats: Sequence[str] = ("name",), per_user: int = 1, seed: int = 0,
+                     fit: Callable | None = None) -> list[Example]:
+    """EVALUATION ONLY: context = the end of the train window, targets from the held-out window.
+
+    Never passed to training; tests and benchmarks use it to measure held-out loss.
+    """
+    config = config or SFTConfig()
+    users = split.eval_users if users is None else users
+    rng = np.random.default_rng(seed)
+    render = _Renderer(dataset, config, split.category_train_mass, fit)
+    out: list[Example] = []
+    for u in users:
+        context = split.train_items(u)
+        f = _normalize(category_mass(dataset, split.heldout_items(u)))
+        if f is None:
+            continue
+        prefix, dropped = render.prefix(u, context)
+        context_mass = category_mass(dataset, context[-config.context_items :])
+        for fmt in formats:
+            for _ in range(per_user):
+                q, a = render.draw(fmt, rng, f, context_mass)
+                out.append(Example(int(u), fmt, prefix + q, a, dropped))
+    return out
+
+
+def iter_texts(examples: Sequence[Example]) -> Iterator[str]:
+    """Full training strings (prompt + completion), e.g. for leakage checks."""
+    for e in examples:
+        yield e.prompt + e.completion

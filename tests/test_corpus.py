@@ -1,0 +1,189 @@
+"""CPT corpus and SFT examples: train windows only, formats as the probes read them, determinism."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from spectra_rec.data import load_dataset, split_dataset
+from spectra_rec.data.synthetic import SyntheticConfig, make_synthetic
+from spectra_rec.errors import ConfigError
+from spectra_rec.testing.data import leak_dataset
+from spectra_rec.text import corpus as C
+from spectra_rec.text import templates as T
+
+ALL_FORMATS = {"name": 1.0, "yes_no": 1.0, "choice": 1.0, "dg": 1.0}
+
+
+@pytest.fixture
+def leak(tmp_path):
+    ds = leak_dataset(tmp_path / "leak")
+    split = split_dataset(ds)
+    assert all(len(split.heldout_items(u)) == 2 for u in range(ds.n_users))
+    return ds, split
+
+
+def test_heldout_titles_never_reach_cpt_or_sft_text(leak):
+    ds, split = leak
+    cfg = C.SFTConfig(context_items=50, refs_per_user=8, examples_per_ref=8, mixture=ALL_FORMATS, dg_k=3)
+    texts = list(C.cpt_documents(ds, split)) + list(C.tokenizer_texts(ds, split))
+    examples = C.sft_examples(ds, split, config=cfg, seed=0)
+    assert {e.format for e in examples} == set(C.FORMATS)
+    texts += list(C.iter_texts(examples))
+    joined = "\n".join(texts)
+    assert "Zecret" not in joined
+    # The held-out-only category may be named in a question (the vocabulary is global) but never as a
+    # positive target: no Yes about it, no name target, no DG list, no letter pointing at it.
+    zeta = ds.categories.index("Zeta")
+    for e in examples:
+        if e.format == "yes_no" and "category Zeta?" in e.prompt:
+            assert e.completion == T.answer("No")
+        if e.format in ("name", "dg"):
+            assert "Zeta" not in e.completion
+        if e.format == "choice":
+            assert e.completion != T.answer(T.ANSWER_LETTERS[zeta])
+
+
+def test_every_context_item_and_target_comes_from_the_train_window(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    title_to_item = {str(t): i for i, t in enumerate(ds.item_titles)}
+    cfg = C.SFTConfig(context_items=8, refs_per_user=3, examples_per_ref=2, mixture=ALL_FORMATS)
+    examples = C.sft_examples(ds, split, config=cfg, seed=1)
+    assert len(examples) > 500
+    line = re.compile(r"^- (.+?) \(\d+\) \[", re.M)
+    for e in examples:
+        train = split.train_items(e.user)
+        context = [title_to_item[m] for m in line.findall(e.prompt)]
+        assert 1 <= e.ref < len(train)
+        # The context is exactly the last N items before the reference, in time order.
+        assert context == list(train[max(0, e.ref - cfg.context_items) : e.ref])
+        f = C.category_mass(ds, train[e.ref :])
+        support = {ds.categories[k] for k in np.flatnonzero(f > 0)}
+        if e.format == "name":
+            assert e.completion[1:] in support
+        elif e.format == "yes_no":
+            asked = re.search(r"in the category (.+)\?", e.prompt).group(1)
+            assert (e.completion == " Yes") == (asked in support)
+        elif e.format == "choice":
+            options = re.findall(r"^([A-Z])\. (.+)$", e.prompt, re.M)
+            assert [c for _, c in options] == list(ds.categories)  # dataset order, letters in order
+            assert [l for l, _ in options] == list(T.ANSWER_LETTERS[: ds.K])
+            assert dict(options)[e.completion[1:]] in support
+        elif e.format == "dg":
+            top = e.completion[1:].split(T.LIST_SEPARATOR)
+            assert len(top) == cfg.dg_k and len(set(top)) == cfg.dg_k
+            order = np.argsort(-f, kind="stable")
+            assert f[ds.categories.index(top[0])] == pytest.approx(f[order[0]])
+            ranks = [f[ds.categories.index(c)] for c in top]
+            assert ranks == sorted(ranks, reverse=True)
+
+
+def test_heldout_examples_are_evaluation_only_and_read_the_heldout_window(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    ex = C.heldout_examples(ds, split, formats=("name",), per_user=1, seed=0)
+    assert len(ex) == len(split.eval_users)
+    for e in ex[:50]:
+        f = C.category_mass(ds, split.heldout_items(e.user))
+        assert f[ds.categories.index(e.completion[1:])] > 0
+        assert e.ref == -1
+
+
+def test_examples_are_deterministic_and_the_mixture_is_honored(synthetic, synthetic_split):
+    cfg = C.SFTConfig(refs_per_user=4, examples_per_ref=4, mixture={"name": 3, "yes_no": 1})
+    a = C.sft_examples(synthetic, synthetic_split, config=cfg, seed=5)
+    b = C.sft_examples(synthetic, synthetic_split, config=cfg, seed=5)
+    c = C.sft_examples(synthetic, synthetic_split, config=cfg, seed=6)
+    assert a == b and a != c
+    share = np.mean([e.format == "name" for e in a])
+    assert share == pytest.approx(0.75, abs=0.05)
+    yes = [e for e in a if e.format == "yes_no"]
+    assert np.mean([e.completion == " Yes" for e in yes]) == pytest.approx(cfg.yes_rate, abs=0.08)
+
+
+def test_choice_prompts_are_chunked_in_dataset_order_when_K_exceeds_26(tmp_path):
+    ds = load_dataset(make_synthetic(tmp_path / "big", SyntheticConfig(n_users=40, n_items=200, n_l1=4, n_l2=8, seed=2)))
+    split = split_dataset(ds)
+    assert ds.K == 32
+    ex = C.sft_examples(ds, split, config=C.SFTConfig(mixture={"choice": 1.0}, refs_per_user=4), seed=0)
+    chunks = C.choice_chunks(ds.K)
+    assert [len(ch) for ch in chunks] == [26, 6]
+    seen = set()
+    for e in ex:
+        options = re.findall(r"^([A-Z])\. (.+)$", e.prompt, re.M)
+        names = [c for _, c in options]
+        j = [list(ds.categories[k] for k in ch) for ch in chunks].index(names)
+        seen.add(j)
+        assert [l for l, _ in options] == list(T.ANSWER_LETTERS[: len(names)])
+    assert seen == {0, 1}
+
+
+def test_cpt_corpus_has_profiles_traces_in_time_order_and_only_train_items(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    cfg = C.CorpusConfig(items_per_doc=10, item_lines_per_doc=20)
+    docs = C.cpt_documents(ds, split, users=[0, 1, 2], config=cfg, seed=0)
+    trace = C.user_documents(ds, split, 0, 10)
+    assert trace[0].startswith("User profile: age ")
+    assert all(d in docs for d in trace)
+    # Concatenated trace documents list the train window in order.
+    titles = [m for d in trace for m in re.findall(r"^- (.+?) \(", d, re.M)]
+    assert titles == [str(ds.item_titles[i]) for i in split.train_items(0)]
+    item_docs = [d for d in docs if d.startswith("Item: ")]
+    listed = {m for d in item_docs for m in re.findall(r"^Item: (.+?) \(", d, re.M)}
+    expected = {str(ds.item_titles[i]) for i in C.train_item_set(split, [0, 1, 2])}
+    assert listed == expected
+
+
+def test_fit_history_prefix_keeps_the_most_recent_items_and_reports_drops(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    items = split.train_items(0)
+
+    def count(text):
+        return len(text.split())
+
+    full, dropped = T.fit_history_prefix(ds, 0, items, count, 10_000)
+    assert (full, dropped) == T.history_prefix(ds, 0, items)
+    budget = count(T.history_prefix(ds, 0, items[-5:])[0])
+    text, dropped = T.fit_history_prefix(ds, 0, items, count, budget)
+    assert (text, dropped) == (T.history_prefix(ds, 0, items[-5:])[0], len(items) - 5)
+    text, dropped = T.fit_history_prefix(ds, 0, items, count, budget, max_items=3)
+    assert (text, dropped) == (T.history_prefix(ds, 0, items[-3:])[0], len(items) - 3)
+    text, dropped = T.fit_history_prefix(ds, 0, items, count, 1)  # nothing fits: keep the newest item
+    assert dropped == len(items) - 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"context_items": 0}, "context_items"),
+        ({"mixture": {"names": 1.0}}, "mixture"),
+        ({"mixture": {"name": 0.0}}, "mixture"),
+        ({"yes_rate": 1.5}, "yes_rate"),
+        ({"choice_order": "random"}, "choice_order"),
+        ({"horizon": 0}, "horizon"),
+    ],
+)
+def test_sft_config_rejects_bad_values(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        C.SFTConfig(**kwargs)
+
+
+def test_item_quiz_answers_are_the_items_own_categories(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    items = C.train_item_set(split)[:80]
+    docs = C.item_quiz_documents(ds, items, np.random.default_rng(0))
+    assert len(docs) == 80
+    answers = {"Yes": 0, "No": 0}
+    for i, d in zip(items, docs):
+        members = set(ds.item_categories(int(i)))
+        assert d.startswith(C.item_line(ds, int(i)) + "\n")
+        asked, yn = re.search(r"in the category (.+)\?\nAnswer: (Yes|No)", d).groups()
+        assert (yn == "Yes") == (asked in members)
+        answers[yn] += 1
+        options = dict(re.findall(r"^([A-Z])\. (.+)$", d, re.M))
+        letter = re.search(r"category of this item\?\nAnswer: ([A-Z])\n", d).group(1)
+        assert options[letter] in members
+        assert re.search(r"name a category of this item\.\nAnswer: (.+)\n", d).group(1) in members
+        assert "the user" not in d  # item facts only: no user-level question or target
+    assert min(answers.values()) > 20
