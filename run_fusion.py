@@ -25,7 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="SASRec", help="RecBole sequential model (SASRec, GRU4Rec, ...)")
     p.add_argument("--dataset", default="ml-100k", help="built-in name or directory of RecBole atomic files")
     p.add_argument("--prior", default="uhf",
-                   help="uhf, uhf-laplace, markov, popularity, uniform, oracle, spectra, or a .parquet/.csv prior table")
+                   help="uhf (default), uhf-laplace, markov, popularity, uniform, oracle (diagnostic, reads held-out data), "
+                        "spectra (yes/no logit probe), spectra-name, spectra-choice, spectra-hier, or a .parquet/.csv prior table")
     p.add_argument("--w", type=float, help="fixed prior weight in [0, 1] (skips the dev sweep)")
     p.add_argument("--w-grid", type=float, nargs="+", help="weights swept on the dev cohort (must include 0 and 1)")
     p.add_argument("--epochs", type=int, help="backbone epochs (upper bound; early stopping on valid NDCG@10)")

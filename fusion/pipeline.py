@@ -113,21 +113,25 @@ class FusionConfig:
         return self.out or self.runs / "fusion" / f"{dataset_name}-{self.model}-{self.prior_label()}"
 
 
+SPECTRA_PRIORS = {"spectra": "logit", "spectra-name": "name", "spectra-choice": "choice", "spectra-hier": "hier"}
+"""SPECTRA readouts usable as priors (align on the first use, then cached)."""
+
+
 def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, fresh: bool = False) -> PriorTable:
     """A history prior by name, the SPECTRA prior (aligned and probed, cached), or a table file."""
     if spec in HISTORY_PRIORS:
         return history_prior(split, spec)
-    if spec == "spectra":
+    if spec in SPECTRA_PRIORS:
         try:
             from spectra_rec.probe.run import spectra_prior
         except ImportError as exc:
-            raise ConfigError(f"--prior spectra needs the probing stage, which failed to import: {exc}") from exc
-        return spectra_prior(data_config, split, runs=runs, fresh=fresh)
+            raise ConfigError(f"--prior {spec} needs the probing stage, which failed to import: {exc}") from exc
+        return spectra_prior(data_config, split, runs=runs, readout=SPECTRA_PRIORS[spec], fresh=fresh)
     path = Path(spec)
     if path.suffix in (".parquet", ".csv"):
         return PriorTable.load(path)
     raise ConfigError(
-        f"--prior {spec!r} is neither a prior name ({sorted(HISTORY_PRIORS) + ['spectra']}) "
+        f"--prior {spec!r} is neither a prior name ({sorted(HISTORY_PRIORS) + sorted(SPECTRA_PRIORS)}) "
         "nor a .parquet/.csv prior table"
     )
 
