@@ -47,9 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    from spectra_rec.cli import setup_logging
+    from spectra_rec.cli import quiet_openmp, setup_logging
 
+    quiet_openmp()
+    args = parse_args(argv)
     setup_logging(args.verbose)
     t0 = time.perf_counter()
     try:

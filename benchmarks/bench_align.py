@@ -35,7 +35,7 @@ def main() -> int:
     from spectra_rec.align.config import AlignConfig
     from spectra_rec.align.io import load_aligned, load_stage_model, read_align_manifest
     from spectra_rec.align.pipeline import align, make_fit, prompt_budget
-    from spectra_rec.align.train import encode_examples, mean_answer_loss
+    from spectra_rec.align.train import answer_nll, encode_examples, mean_answer_loss
     from spectra_rec.data import load_dataset, split_dataset
     from spectra_rec.text import corpus as C
 
@@ -82,8 +82,21 @@ def main() -> int:
         fit = make_fit(tok, prompt_budget(tok, ds, cfg))
         ex = C.heldout_examples(ds, split, config=cfg.sft, formats=("name",), per_user=1, seed=0, fit=fit)
         enc = encode_examples(tok, ex, cfg.max_length)
-        print(f"held-out-window category-name loss (evaluation only, {len(ex)} users): "
+        print(f"held-out-window category-name loss per token (evaluation only, {len(ex)} users): "
               f"CPT-only {mean_answer_loss(cpt_model, tok, enc):.3f}, CPT+SFT {mean_answer_loss(model, tok, enc):.3f}")
+        # Per answer (name tokens + eos for the model) against history-free and history priors.
+        import numpy as np
+
+        target = np.array([ds.categories.index(e.completion[1:]) for e in ex])
+        users = np.array([e.user for e in ex])
+        pop = split.category_train_mass / split.category_train_mass.sum()
+        uhf = split.train_mass[users] + 1.0
+        uhf /= uhf.sum(axis=1, keepdims=True)
+        sft_nll, _ = answer_nll(model, tok, enc)
+        cpt_nll, _ = answer_nll(cpt_model, tok, enc)
+        print(f"held-out-window category-name NLL per answer: CPT-only {cpt_nll.mean():.3f}, CPT+SFT {sft_nll.mean():.3f}, "
+              f"popularity prior {-np.log(pop[target]).mean():.3f}, "
+              f"Laplace UHF of the train window {-np.log(uhf[np.arange(len(ex)), target]).mean():.3f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (ru_maxrss): {peak:.0f} MiB")
     if tmp is not None:

@@ -35,7 +35,16 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def quiet_openmp() -> None:
+    """Idle OpenMP threads spin on busy cores (torch ran ~5x slower on a shared 2-core machine).
+    Entry points call this before torch is imported; an explicit environment value wins."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_openmp()
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="spectra-rec", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+
+# Idle OpenMP threads otherwise spin on busy cores (torch ran ~5x slower under load); must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tempfile
 from pathlib import Path
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+
+# Sleeping OpenMP workers: on a shared CPU, spinning workers made torch steps ~5x slower (see
+# spectra_rec/align/cli.py). Effective only if set before torch loads, hence before its import.
+
 import json
 import time
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,11 +104,7 @@ def config_from_args(args) -> AlignConfig:
 
 
 def run(args) -> int:
-    # Sleeping (not spinning) OpenMP workers: on a shared CPU, spinning threads that wait for a
-    # descheduled sibling made a 2-thread training step 5x slower (measured here). Must be set
-    # before torch loads its OpenMP runtime; an explicit setting in the environment wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    import torch  # OMP_WAIT_POLICY was set by spectra_rec.cli.main (quiet_openmp)
 
     if args.threads:
         torch.set_num_threads(args.threads)

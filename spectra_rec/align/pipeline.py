@@ -21,6 +21,7 @@ import logging
 import os
 import resource
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -124,7 +125,9 @@ def _run(root: Path, stage: str, config: dict, train_fn, fresh: bool, seed: int)
     # Every rank trains (the Trainer syncs them); only the main process's outputs are published,
     # the others write to a scratch folder so that no two processes write the same file.
     out = work / "out" if is_main else work / f"scratch-rank{os.environ.get('RANK', '0')}"
+    t0 = time.perf_counter()
     extra = train_fn(work, out)
+    extra["seconds"] = round(time.perf_counter() - t0, 3)  # the stage's own time (run_stage only moves files)
     if is_main:
         def build(tmp: Path) -> dict:
             for p in out.iterdir():
