@@ -86,12 +86,17 @@ def name_question() -> str:
     return f"Question: which category will the user choose next?{ANSWER_CUE}"
 
 
-def choice_question(categories: Sequence[str], letters: Sequence[str] = ANSWER_LETTERS) -> str:
-    """Multi-choice suffix listing ``letters[j]. categories[j]``."""
+def _options(categories: Sequence[str], letters: Sequence[str], question: str) -> str:
+    """``Options:`` + ``letters[j]. categories[j]`` lines + the question and the answer cue."""
     if len(categories) > len(letters):
         raise ValueError(f"{len(categories)} categories but only {len(letters)} answer letters")
     options = "\n".join(f"{letters[j]}. {c}" for j, c in enumerate(categories))
-    return f"Options:\n{options}\nQuestion: which option will the user choose next?{ANSWER_CUE}"
+    return f"Options:\n{options}\nQuestion: {question}{ANSWER_CUE}"
+
+
+def choice_question(categories: Sequence[str], letters: Sequence[str] = ANSWER_LETTERS) -> str:
+    """Multi-choice suffix listing ``letters[j]. categories[j]``."""
+    return _options(categories, letters, "which option will the user choose next?")
 
 
 def dg_question(k: int) -> str:
@@ -163,7 +168,4 @@ def item_name_question() -> str:
 
 
 def item_choice_question(categories: Sequence[str], letters: Sequence[str] = ANSWER_LETTERS) -> str:
-    if len(categories) > len(letters):
-        raise ValueError(f"{len(categories)} categories but only {len(letters)} answer letters")
-    options = "\n".join(f"{letters[j]}. {c}" for j, c in enumerate(categories))
-    return f"Options:\n{options}\nQuestion: which option is a category of this item?{ANSWER_CUE}"
+    return _options(categories, letters, "which option is a category of this item?")
