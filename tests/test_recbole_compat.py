@@ -155,7 +155,10 @@ def test_checkpoint_reloads_into_a_fresh_model(trained):
     for k, v in trained_state.items():
         assert torch.equal(fresh_state[k], v), k
     # and it evaluates to the very same numbers
-    again = get_trainer(config["MODEL_TYPE"], MODEL)(config, fresh).evaluate(test, load_best_model=False)
+    from fusion.recbole_compat import quiet_recbole
+
+    with quiet_recbole():  # no TensorBoard events in the working directory
+        again = get_trainer(config["MODEL_TYPE"], MODEL)(config, fresh).evaluate(test, load_best_model=False)
     assert dict(again) == dict(trained["result"])
 
 
