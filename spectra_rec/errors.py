@@ -19,3 +19,11 @@ class ConfigError(ValueError):
 
 class DataWarning(UserWarning):
     """Degenerate but legal input (an empty slice, an item without categories)."""
+
+
+def require_positive(config, *names: str) -> None:
+    """Raise ``ConfigError("<Class>.<field> must be >= 1, got <value>")`` for the first field below 1."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ConfigError(f"{type(config).__name__}.{name} must be >= 1, got {value}")

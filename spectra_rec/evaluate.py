@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from spectra_rec.data.split import thirds_by_rank
-from spectra_rec.errors import ConfigError
+from spectra_rec.errors import ConfigError, require_positive
 from spectra_rec.metrics import calibration, distribution, exposure, fairness, ranking, theory
 from spectra_rec.metrics._validate import as_distributions, warn_degenerate
 from spectra_rec.metrics.stats import (
@@ -95,9 +95,7 @@ class EvalConfig:
             if not vals or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in vals):
                 raise ConfigError(f"EvalConfig.{name} must be a non-empty list of integers >= 1, got {vals!r}")
             object.__setattr__(self, name, tuple(int(v) for v in vals))
-        for name in ("short_n", "n_bins", "n_boot", "fairness_groups"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"EvalConfig.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "short_n", "n_bins", "n_boot", "fairness_groups")
         if self.activity_strata < 0:
             raise ConfigError(f"EvalConfig.activity_strata must be >= 0, got {self.activity_strata}")
         if not 0 < self.alpha < 1:

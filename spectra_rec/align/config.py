@@ -10,7 +10,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from spectra_rec.align.model import ModelConfig
-from spectra_rec.errors import ConfigError
+from spectra_rec.errors import ConfigError, require_positive
 from spectra_rec.text.corpus import CorpusConfig, SFTConfig
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -54,9 +54,7 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.max_steps must be >= 1 or None, got {self.max_steps}")
         if not self.learning_rate > 0:
             raise ConfigError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("batch_size", "grad_accum", "logging_steps", "save_steps", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "batch_size", "grad_accum", "logging_steps", "save_steps", "eval_batch_size")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 

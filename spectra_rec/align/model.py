@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from spectra_rec.errors import ConfigError
+from spectra_rec.errors import ConfigError, require_positive
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ class ModelConfig:
     """Share input embeddings and output head (Qwen3Config defaults to False: set explicitly)."""
 
     def __post_init__(self):
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-                     "max_position_embeddings"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(
+            self, "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+            "max_position_embeddings",
+        )
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"ModelConfig.num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})"

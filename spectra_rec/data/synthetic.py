@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spectra_rec.errors import ConfigError
+from spectra_rec.errors import ConfigError, require_positive
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,7 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_users", "n_items", "n_l1", "n_l2", "min_interactions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"SyntheticConfig.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "n_users", "n_items", "n_l1", "n_l2", "min_interactions")
         if self.n_items < self.n_l1 * self.n_l2:
             raise ConfigError(
                 f"SyntheticConfig.n_items ({self.n_items}) must be >= K = n_l1 * n_l2 ({self.n_l1 * self.n_l2})"

@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from spectra_rec.errors import ConfigError
+from spectra_rec.errors import ConfigError, require_positive
 from spectra_rec.text import templates as T
 
 FORMATS = ("name", "yes_no", "choice", "dg")
@@ -53,9 +53,7 @@ class CorpusConfig:
     a from-scratch model meets them before SFT; it carries no user-level target."""
 
     def __post_init__(self):
-        for name in ("items_per_doc", "item_lines_per_doc"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"CorpusConfig.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "items_per_doc", "item_lines_per_doc")
 
 
 @dataclass(frozen=True)
@@ -84,9 +82,7 @@ class SFTConfig:
     """``fixed``: categories in dataset order, letters A.. in order (what the probe reads); ``shuffled``."""
 
     def __post_init__(self):
-        for name in ("context_items", "refs_per_user", "examples_per_ref", "min_context", "min_future", "dg_k"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "context_items", "refs_per_user", "examples_per_ref", "min_context", "min_future", "dg_k")
         if self.horizon is not None and self.horizon < 1:
             raise ConfigError(f"SFTConfig.horizon must be >= 1 or None, got {self.horizon}")
         unknown = sorted(set(self.mixture) - set(FORMATS))
