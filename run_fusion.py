@@ -20,12 +20,14 @@ log = logging.getLogger("run_fusion")
 
 def parse_args(argv=None) -> argparse.Namespace:
     from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES
+    from spectra_rec.data.cli import add_data_arguments
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="SASRec", help="RecBole sequential model (SASRec, GRU4Rec, ...)")
-    p.add_argument("--dataset", default="ml-100k", help="built-in name or directory of RecBole atomic files")
+    add_data_arguments(p)
     p.add_argument("--prior", default="uhf",
                    help="uhf (default), uhf-laplace, markov, popularity, uniform, oracle (diagnostic, reads held-out data), "
+                        "uhf@N (last N train items), "
                         "spectra (yes/no logit probe), spectra-name, spectra-choice, spectra-hier, or a .parquet/.csv prior table")
     p.add_argument("--w", type=float, help="fixed prior weight in [0, 1] (skips the dev sweep)")
     p.add_argument("--w-grid", type=float, nargs="+", help="weights swept on the dev cohort (must include 0 and 1)")
@@ -58,7 +60,8 @@ def main(argv=None) -> int:
         from fusion.report import console_table, write_report
 
         config = FusionConfig(
-            model=args.model, dataset=args.dataset, prior=args.prior, w=args.w, epochs=args.epochs,
+            model=args.model, dataset=str(args.dataset), category_field=args.category_field,
+            split_ratio=args.split_ratio, taxonomy=args.taxonomy, prior=args.prior, w=args.w, epochs=args.epochs,
             **({"w_grid": tuple(args.w_grid)} if args.w_grid else {}),
             max_users=args.max_users, candidate_sets=tuple(args.candidates),
             select_on="neg99" if "neg99" in args.candidates else args.candidates[0],

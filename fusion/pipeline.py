@@ -21,7 +21,7 @@ from spectra_rec.data.dataset import Dataset
 from spectra_rec.data.split import Split
 from spectra_rec.data.stage import DataConfig, data_stage
 from spectra_rec.errors import ConfigError
-from spectra_rec.priors.history import HISTORY_PRIORS, history_prior
+from spectra_rec.priors.history import HISTORY_PRIORS, history_prior, is_history_spec
 from spectra_rec.priors.table import PriorTable
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class FusionConfig:
     dataset: str = "ml-100k"
     """Built-in dataset name or directory of atomic files."""
     prior: str = "uhf"
-    """History prior name, ``spectra``, or a path to a prior table (.parquet / .csv)."""
+    """History prior name (``uhf@N``: last N train items), a SPECTRA readout (``spectra``, ``spectra-name``, ...) or a prior table path."""
     w: float | None = None
     """Fixed fusion weight (skips the sweep); None: chosen on the dev cohort."""
     w_grid: tuple[float, ...] = DEFAULT_W_GRID
@@ -72,6 +72,10 @@ class FusionConfig:
     """cpu or cuda (backbone training)."""
     split_ratio: float = 0.8
     """Train-window share per user."""
+    category_field: str = "class"
+    """Item field (token_seq) holding the categories."""
+    taxonomy: str | None = None
+    """L1 -> [L2, ...] JSON over the categories (``spectra-hier``); default: the dataset folder's."""
     runs: Path = Path("runs")
     """Cache root."""
     out: Path | None = None
@@ -119,7 +123,7 @@ SPECTRA_PRIORS = {"spectra": "logit", "spectra-name": "name", "spectra-choice": 
 
 def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, fresh: bool = False) -> PriorTable:
     """A history prior by name, the SPECTRA prior (aligned and probed, cached), or a table file."""
-    if spec in HISTORY_PRIORS:
+    if is_history_spec(spec):
         return history_prior(split, spec)
     if spec in SPECTRA_PRIORS:
         try:
@@ -179,7 +183,8 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     timing = {}
 
     t = time.perf_counter()
-    data_config = DataConfig(dataset=config.dataset, split_ratio=config.split_ratio)
+    data_config = DataConfig(dataset=config.dataset, category_field=config.category_field,
+                             split_ratio=config.split_ratio, taxonomy=config.taxonomy)
     ds, split, data_folder = data_stage(data_config, config.runs, config.fresh)
     timing["data"] = time.perf_counter() - t
 

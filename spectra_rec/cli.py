@@ -15,6 +15,7 @@ from spectra_rec.errors import ConfigError, DataError, PriorTableError
 
 SUBCOMMANDS = {
     "data": ("spectra_rec.data.cli", "load a dataset, split it, write the data-stage artifacts"),
+    "convert": ("spectra_rec.data.cli_convert", "turn raw public dataset files (MovieLens-1M/20M, Yelp, Amazon) into atomic files"),
     "priors": ("spectra_rec.priors.cli", "build a history prior table (uhf, uhf-laplace, markov, popularity, uniform, oracle)"),
     "align": ("spectra_rec.align.cli", "continued pretraining and LoRA SFT of a causal LM"),
     "probe": ("spectra_rec.probe.cli", "read per-user category distributions out of the aligned LM"),

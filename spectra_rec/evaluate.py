@@ -28,6 +28,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from spectra_rec.data.cli import add_data_arguments, data_config
 from spectra_rec.data.split import thirds_by_rank
 from spectra_rec.errors import ConfigError, require_positive
 from spectra_rec.metrics import calibration, distribution, exposure, fairness, ranking, theory
@@ -561,10 +562,11 @@ def evaluate(split, priors: Mapping[str, object], config: EvalConfig = EvalConfi
 # ---------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = EvalConfig()
-    p.add_argument("--dataset", default="ml-100k", help="built-in dataset name or directory of atomic files")
+    add_data_arguments(p)
     p.add_argument("--priors", nargs="+", default=["uhf", "uhf-laplace", "markov", "popularity", "uniform"],
                    metavar="PRIOR",
-                   help="history prior names (uhf, uhf-laplace, markov, popularity, uniform, oracle), prior table "
+                   help="history prior names (uhf, uhf-laplace, markov, popularity, uniform, oracle; uhf@N and "
+                        "uhf-laplace@N count the last N train items: the context-window sweep), prior table "
                         "files (.parquet/.csv), or NAME=FILE to label a table (e.g. dg=runs/probe/dg.parquet)")
     p.add_argument("--baseline", default=None, help="method compared against (default: dg, else popularity, else first)")
     p.add_argument("--truth", choices=["long", "short"], default=d.truth)
@@ -581,7 +583,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--theory-k", type=int, default=None, help="list length of the Theorem 1 check")
     p.add_argument("--merge-map", type=Path, default=None,
                    help='JSON {"Adventure": "Action", ...}: also evaluate the coarsened taxonomy')
-    p.add_argument("--split-ratio", type=float, default=0.8)
     p.add_argument("--out", type=Path, default=None, help="report folder (default runs/evaluate/<dataset>-<truth>-<hash>)")
     p.add_argument("--runs", type=Path, default=Path("runs"))
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -597,11 +598,12 @@ def _check_cli_ints(args) -> None:
 def load_priors(split, specs) -> dict:
     """Resolve CLI prior specs: history names, table files, or NAME=FILE; returns {name: PriorTable}."""
     from spectra_rec.priors import HISTORY_PRIORS, PriorTable, history_prior
+    from spectra_rec.priors.history import is_history_spec
 
     out: dict = {}
     for spec in specs:
         name, _, path = spec.partition("=") if "=" in spec else (None, "", spec)
-        if name is None and spec in HISTORY_PRIORS:
+        if name is None and is_history_spec(spec):
             table, name = history_prior(split, spec), spec
         elif name is not None or Path(path).suffix in (".parquet", ".csv") or Path(path).exists():
             table = PriorTable.load(path)
@@ -611,7 +613,8 @@ def load_priors(split, specs) -> dict:
                     name = Path(path).stem
         else:
             raise ConfigError(
-                f"--priors: {spec!r} is neither a history prior ({sorted(HISTORY_PRIORS)}) nor a .parquet/.csv table"
+                f"--priors: {spec!r} is neither a history prior ({sorted(HISTORY_PRIORS)}, or uhf@N for the last N "
+                "train items) nor a .parquet/.csv table"
             )
         if name in out:
             raise ConfigError(f"--priors: two priors named {name!r}; label one with NAME=FILE")
@@ -621,7 +624,7 @@ def load_priors(split, specs) -> dict:
 
 def run(args) -> int:
     from spectra_rec import artifacts
-    from spectra_rec.data.stage import DataConfig, data_stage
+    from spectra_rec.data.stage import data_stage
     from spectra_rec.report import headline_table, write_report
 
     t0 = time.perf_counter()
@@ -639,7 +642,7 @@ def run(args) -> int:
         dev_fraction=args.dev_fraction, cohort_seed=args.cohort_seed, activity_strata=args.activity_strata,
         theory_k=args.theory_k, merge_map=merge_map,
     )
-    ds, split, data_dir = data_stage(DataConfig(dataset=args.dataset, split_ratio=args.split_ratio), args.runs)
+    ds, split, data_dir = data_stage(data_config(args), args.runs)
     t_data = time.perf_counter()
     priors = load_priors(split, args.priors)
     t_priors = time.perf_counter()

@@ -131,8 +131,21 @@ def test_bad_input_is_one_line_with_exit_code_2(capsys, in_tmp, tmp_path, synthe
     assert re.search(message, err) and "Traceback" not in err
 
 
-def test_unknown_prior_method_is_an_argparse_error(capsys, in_tmp, synthetic_dir):
-    with pytest.raises(SystemExit) as exc:
-        main(["priors", "--dataset", str(synthetic_dir), "--method", "spectra"])
-    assert exc.value.code == 2
-    assert "invalid choice: 'spectra'" in capsys.readouterr().err
+def test_unknown_prior_method_is_one_line_with_exit_code_2(capsys, in_tmp, tmp_path, synthetic_dir):
+    assert main(["priors", "--dataset", str(synthetic_dir), "--method", "spectra", "--runs", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown prior 'spectra'; history priors: ['markov'" in err and "Traceback" not in err
+
+
+def test_priors_cli_windowed_uhf_and_split_ratio(capsys, in_tmp, tmp_path, synthetic_dir):
+    from spectra_rec.data import load_dataset, split_dataset
+
+    out = tmp_path / "w.parquet"
+    rc = main(["priors", "--dataset", str(synthetic_dir), "--method", "uhf@3", "--split-ratio", "0.5",
+               "--out", str(out), "--runs", str(tmp_path / "runs")])
+    assert rc == 0
+    table = PriorTable.load(out)
+    assert table.method == "uhf@3" and table.meta["split_ratio"] == 0.5 and table.meta["context_window"] == 3
+    split = split_dataset(load_dataset(synthetic_dir), 0.5)
+    users = np.arange(50)
+    np.testing.assert_array_equal(table.matrix(split.dataset, users), history_prior(split, "uhf@3").matrix(split.dataset, users))

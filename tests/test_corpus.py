@@ -65,7 +65,9 @@ def test_every_context_item_and_target_comes_from_the_train_window(synthetic, sy
             assert e.completion[1:] in support
         elif e.format == "yes_no":
             asked = re.search(r"in the category (.+)\?", e.prompt).group(1)
-            assert (e.completion == " Yes") == (asked in support)
+            # an L1 name (taxonomy question) has support when one of its children has
+            asked_support = set(ds.taxonomy.get(asked, [asked])) & support
+            assert (e.completion == " Yes") == bool(asked_support)
         elif e.format == "choice":
             options = re.findall(r"^([A-Z])\. (.+)$", e.prompt, re.M)
             assert [c for _, c in options] == list(ds.categories)  # dataset order, letters in order
@@ -91,7 +93,8 @@ def test_heldout_examples_are_evaluation_only_and_read_the_heldout_window(synthe
 
 
 def test_examples_are_deterministic_and_the_mixture_is_honored(synthetic, synthetic_split):
-    cfg = C.SFTConfig(refs_per_user=4, examples_per_ref=4, mixture={"name": 3, "yes_no": 1})
+    cfg = C.SFTConfig(refs_per_user=4, examples_per_ref=4, mixture={"name": 3, "yes_no": 1},
+                      taxonomy_rate=0.0)  # flat questions only: L1 questions are mostly Yes (few L1s)
     a = C.sft_examples(synthetic, synthetic_split, config=cfg, seed=5)
     b = C.sft_examples(synthetic, synthetic_split, config=cfg, seed=5)
     c = C.sft_examples(synthetic, synthetic_split, config=cfg, seed=6)
@@ -102,21 +105,31 @@ def test_examples_are_deterministic_and_the_mixture_is_honored(synthetic, synthe
     assert np.mean([e.completion == " Yes" for e in yes]) == pytest.approx(cfg.yes_rate, abs=0.08)
 
 
-def test_choice_prompts_are_chunked_in_dataset_order_when_K_exceeds_26(tmp_path):
+def test_choice_prompts_use_the_probes_anchored_blocks_when_K_exceeds_26(tmp_path):
     ds = load_dataset(make_synthetic(tmp_path / "big", SyntheticConfig(n_users=40, n_items=200, n_l1=4, n_l2=8, seed=2)))
     split = split_dataset(ds)
     assert ds.K == 32
     ex = C.sft_examples(ds, split, config=C.SFTConfig(mixture={"choice": 1.0}, refs_per_user=4), seed=0)
-    chunks = C.choice_chunks(ds.K)
-    assert [len(ch) for ch in chunks] == [26, 6]
+    blocks = T.choice_blocks(ds.K)
+    # the probe's layout: category 0 is option A of both blocks, the other 31 fill them in order
+    assert blocks == [[0] + list(range(1, 26)), [0] + list(range(26, 32))]
+    named = [[ds.categories[k] for k in b] for b in blocks]
     seen = set()
     for e in ex:
         options = re.findall(r"^([A-Z])\. (.+)$", e.prompt, re.M)
         names = [c for _, c in options]
-        j = [list(ds.categories[k] for k in ch) for ch in chunks].index(names)
-        seen.add(j)
+        seen.add(named.index(names))
         assert [l for l, _ in options] == list(T.ANSWER_LETTERS[: len(names)])
     assert seen == {0, 1}
+    # the item quiz lists the same blocks, and its answer letter names a category of the item
+    docs = C.item_quiz_documents(ds, np.arange(ds.n_items), np.random.default_rng(0))
+    for d in docs[:50]:
+        options = re.findall(r"^([A-Z])\. (.+)$", d, re.M)
+        names = [c for _, c in options]
+        assert names in named
+        letter = re.findall(r"Answer: ([A-Z])$", d, re.M)[0]
+        item_categories = re.search(r"^Item: .*\[(.+)\]$", d, re.M).group(1).split(", ")
+        assert names[T.ANSWER_LETTERS.index(letter)] in item_categories
 
 
 def test_cpt_corpus_has_profiles_traces_in_time_order_and_only_train_items(synthetic, synthetic_split):
@@ -187,3 +200,38 @@ def test_item_quiz_answers_are_the_items_own_categories(synthetic, synthetic_spl
         assert re.search(r"name a category of this item\.\nAnswer: (.+)\n", d).group(1) in members
         assert "the user" not in d  # item facts only: no user-level question or target
     assert min(answers.values()) > 20
+
+
+def test_taxonomy_yes_no_examples_ask_the_hierarchical_probes_questions(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    assert ds.taxonomy
+    parent = {c: l1 for l1, kids in ds.taxonomy.items() for c in kids}
+    cfg = C.SFTConfig(mixture={"yes_no": 1.0}, refs_per_user=4, examples_per_ref=4, taxonomy_rate=0.6)
+    ex = C.sft_examples(ds, split, users=range(120), config=cfg, seed=0)
+    l1_q = re.compile(r"will the user's next item be in the category (.+)\?\nAnswer:$")
+    l2_q = re.compile(r"if the user's next item is in (.+), will it be in the category (.+)\?\nAnswer:$")
+    kinds = {"flat": 0, "l1": 0, "l2": 0}
+    for e in ex:
+        future = split.train_items(e.user)[e.ref:]
+        f = C.category_mass(ds, future)
+        yes = e.completion == " Yes"
+        if m := l2_q.search(e.prompt):
+            l1, c = m.groups()
+            kinds["l2"] += 1
+            assert parent[c] == l1  # a child of the named branch
+            assert f[[ds.categories.index(k) for k in ds.taxonomy[l1]]].sum() > 0  # a branch the future enters
+            assert yes == (f[ds.categories.index(c)] > 0)
+        else:
+            name = l1_q.search(e.prompt).group(1)
+            if name in ds.taxonomy:
+                kinds["l1"] += 1
+                assert yes == (f[[ds.categories.index(k) for k in ds.taxonomy[name]]].sum() > 0)
+            else:
+                kinds["flat"] += 1
+                assert yes == (f[ds.categories.index(name)] > 0)
+    n = len(ex)
+    assert (kinds["l1"] + kinds["l2"]) / n == pytest.approx(0.6, abs=0.05)
+    assert kinds["l1"] / n == pytest.approx(0.3, abs=0.05)
+    # without a taxonomy nothing changes: the rate draws no random numbers there
+    with pytest.raises(ConfigError, match="taxonomy_rate must be in"):
+        C.SFTConfig(taxonomy_rate=1.5)

@@ -224,3 +224,27 @@ def test_taxonomy_file_is_plain_json(tmp_path, atomic_files):
     tax = {"Z": ["z1"], "A": ["a1", "a2"]}
     root = atomic_files(tmp_path / "m", "m", [("u", "a1", 1)], {"a1": "a1"}, taxonomy=json.dumps(tax, indent=2))
     assert load_dataset(root).categories == ("z1", "a1", "a2")
+
+
+def test_a_taxonomy_file_passed_in_overrides_and_joins_the_data_identity(tmp_path, ml100k):
+    """The shipped ml-100k recipe partitions the 19 genres; the data stage hashes it with the atomic files."""
+    from pathlib import Path
+
+    from spectra_rec.data.stage import DataConfig, data_stage
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "ml-100k.taxonomy.json"
+    ds = load_dataset("ml-100k", taxonomy=recipe)
+    assert sorted(ds.categories) == sorted(ml100k.categories) and len(ds.taxonomy) == 6
+    assert ds.taxonomy_path == recipe and "ml-100k.taxonomy.json" in ds.input_digests()
+    # same interactions and the same membership up to the column order the taxonomy sets
+    order = [ml100k.categories.index(c) for c in ds.categories]
+    assert (ds.membership != ml100k.membership[:, order]).nnz == 0
+    _, _, plain = data_stage(DataConfig(), tmp_path / "runs")
+    _, _, with_tax = data_stage(DataConfig(taxonomy=str(recipe)), tmp_path / "runs")
+    assert plain != with_tax
+    with pytest.raises(DataError, match=r"taxonomy '.*nowhere\.json': no such file"):
+        load_dataset("ml-100k", taxonomy=tmp_path / "nowhere.json")
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({"G": ["Drama", "Comedy"]}))
+    with pytest.raises(DataError, match=r"ml-100k\.item: field 'class' has categories absent from the taxonomy .*short\.json"):
+        load_dataset("ml-100k", taxonomy=short)

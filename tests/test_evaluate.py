@@ -181,8 +181,11 @@ def test_invalid_arrays_name_the_argument():
 def test_load_priors_resolves_names_files_and_labels(synth, tmp_path):
     _, ds, split = synth
     path = _dg_table(split).save(tmp_path / "dg.parquet")
-    pri = load_priors(split, ["uhf", str(path), f"dg2={path}"])
-    assert list(pri) == ["uhf", "dg", "dg2"]
+    pri = load_priors(split, ["uhf", str(path), f"dg2={path}", "uhf@5"])
+    assert list(pri) == ["uhf", "dg", "dg2", "uhf@5"]
+    assert pri["uhf@5"].meta["context_window"] == 5
+    with pytest.raises(ConfigError, match="only .* take a context window"):
+        load_priors(split, ["markov@5"])
     with pytest.raises(ConfigError, match=r"neither a history prior \(\['markov'"):
         load_priors(split, ["nonsense"])
     with pytest.raises(ConfigError, match="two priors named 'uhf'"):

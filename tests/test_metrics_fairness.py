@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import wilcoxon
 
 from spectra_rec.errors import DataWarning
-from spectra_rec.metrics.fairness import preference_groups, quartile_reduction, tail_preference
+from spectra_rec.metrics.fairness import preference_groups, quartile_reduction, ratio_interval, tail_preference
 
 
 def test_tail_preference_sums_tail_bucket():
@@ -44,6 +44,21 @@ def test_reduction_per_quartile_matches_scipy_and_ratio():
         assert r["low"] < r["reduction"] < r["high"]
         assert r["p_holm"] >= r["p"]
     assert out["ratio_last_first"] == pytest.approx(rows[3]["reduction"] / rows[0]["reduction"])
+    assert out["ratio_low"] < out["ratio_last_first"] < out["ratio_high"]
+
+
+def test_ratio_interval_matches_an_explicit_stratified_bootstrap():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(4), [30, 20, 25, 40])
+    red = np.array([0.01, 0.0, 0.0, 0.05])[groups] + rng.normal(0, 0.01, groups.size)
+    low, high = ratio_interval(red, groups, 3, 0, n_boot=400, seed=7)
+    # the same draws, one resample at a time: Q4 users with seed, Q1 users with seed + 1
+    q4, q1 = red[groups == 3], red[groups == 0]
+    r4, r1 = np.random.default_rng(7), np.random.default_rng(8)
+    idx4 = r4.integers(0, q4.size, size=(400, q4.size))
+    idx1 = r1.integers(0, q1.size, size=(400, q1.size))
+    ratios = np.array([q4[i4].mean() / q1[i1].mean() for i4, i1 in zip(idx4, idx1)])
+    assert (low, high) == pytest.approx(tuple(np.quantile(ratios, [0.025, 0.975])))
 
 
 def test_empty_quartile_is_nan_with_warning():

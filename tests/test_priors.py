@@ -74,6 +74,29 @@ def test_tables_carry_metadata_and_label_the_oracle(toy_split):
         assert t.uses_heldout is (method == "oracle")
 
 
+def test_windowed_uhf_by_hand(toy_split):
+    # last 2 train items: a [2, 4] -> B, C; b [4, 2] -> C, B; c [4] -> C; d [5] -> A/2 + C/2
+    expected = [[0, 1 / 2, 1 / 2], [0, 1 / 2, 1 / 2], [0, 0, 1], [1 / 2, 0, 1 / 2]]
+    np.testing.assert_allclose(_probs(toy_split, "uhf@2"), expected, rtol=0, atol=1e-12)
+    # Laplace over the same window: (n_u(c) + 1) / (n_u + 3)
+    expected = [[1 / 5, 2 / 5, 2 / 5], [1 / 5, 2 / 5, 2 / 5], [1 / 4, 1 / 4, 2 / 4], [1.5 / 4, 1 / 4, 1.5 / 4]]
+    np.testing.assert_allclose(_probs(toy_split, "uhf-laplace@2"), expected, rtol=0, atol=1e-12)
+    # a window longer than every history is the whole train window
+    np.testing.assert_allclose(_probs(toy_split, "uhf@99"), _probs(toy_split, "uhf"), rtol=0, atol=0)
+    t = history_prior(toy_split, "uhf@2")
+    assert t.method == "uhf@2" and t.meta["context_window"] == 2 and not t.uses_heldout
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("uhf@0", "integer >= 1"), ("uhf@x", "integer >= 1"), ("uhf@", "integer >= 1"),
+    ("markov@5", r"only \['uhf', 'uhf-laplace'\] take a context window"), ("popularity@3", "take a context window"),
+    ("spectra@3", "unknown prior"),
+])
+def test_bad_window_specs_are_named(toy_split, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        history_prior(toy_split, spec)
+
+
 def test_unknown_prior_lists_the_registry(toy_split):
     with pytest.raises(ConfigError, match=r"unknown prior 'spectra'; history priors: \['markov', 'oracle', "):
         history_prior(toy_split, "spectra")

@@ -288,7 +288,7 @@ def test_hierarchical_all_branches_reproduces_flat_probing_exactly(k60):
     users = split.eval_users[:2]
     flat_ro = LogitReadout()
     flat = flat_ro.score(HFBackend(model, tok), histories(ds, split, tok, flat_ro, users))
-    hier = HierarchicalReadout(branches="all")
+    hier = HierarchicalReadout(branches="all", l2_prompt="flat")
     hs = histories(ds, split, tok, hier, users)
     p_flat = np.array([r.probs for r in flat])
     l1_marginal = np.array([[p[kids].sum() for kids in hier.children] for p in p_flat])
@@ -301,7 +301,7 @@ def test_hierarchical_all_branches_reproduces_flat_probing_exactly(k60):
 def test_hierarchical_chain_rule_with_model_l1_probes(k60):
     ds, split, model, tok = k60
     users = split.eval_users[:2]
-    hier = HierarchicalReadout(branches="all", tau=1.3, tau_l2=0.8)
+    hier = HierarchicalReadout(branches="all", tau=1.3, tau_l2=0.8, l2_prompt="flat")
     hs = histories(ds, split, tok, hier, users)
     be = HFBackend(model, tok)
     res = hier.score(be, hs)
@@ -324,6 +324,35 @@ def test_hierarchical_chain_rule_with_model_l1_probes(k60):
         lp = full_logprobs(model, tok(hist + T.yes_no_question(n))["input_ids"])[-1]
         s1.append(lse([lp[ids["Yes"]], lp[ids["yes"]]]) - lse([lp[ids["No"]], lp[ids["no"]]]))
     assert [res[0].extra[f"L1:{n}"] for n in hier.l1_names] == pytest.approx(softmax(np.array(s1), 1.3), abs=1e-4)
+
+
+def test_hierarchical_conditional_l2_prompts_match_full_text_passes(k60):
+    """Default L2 prompt: "if the next item is in c1, will it be in c2?", scored with the prefix cache
+    and the branch's shared question start, equal to an uncached forward pass of the whole text."""
+    ds, split, model, tok = k60
+    u = int(split.eval_users[0])
+    hier = HierarchicalReadout(branches="top:1", tau_l2=0.7)
+    be = HFBackend(model, tok)
+    (res,) = hier.score(be, histories(ds, split, tok, hier, [u]))
+    assert hier.meta()["l2_prompt"] == "conditional"
+    p1 = np.array([res.extra[f"L1:{n}"] for n in hier.l1_names])
+    b = int(np.argmax(p1))
+    hist = T.history_prefix(ds, u, split.train_items(u))[0]
+    ids = check_single_tokens(tok, Verbalizers().all())
+    ref = []
+    for c in hier.children[b]:
+        text = hist + T.conditional_yes_no_question(hier.l1_names[b], ds.categories[c])
+        assert ("is in " + hier.l1_names[b]) in text
+        lp = full_logprobs(model, tok(text)["input_ids"])[-1]
+        ref.append(lse([lp[ids["Yes"]], lp[ids["yes"]]]) - lse([lp[ids["No"]], lp[ids["no"]]]))
+    assert res.scores[hier.children[b]] == pytest.approx(ref, abs=PARITY_ATOL)
+    assert res.probs[hier.children[b]] / p1[b] == pytest.approx(softmax(np.array(ref), 0.7), abs=PARITY_ATOL)
+    # the conditional scores are not the flat ones: the L1 condition is in the prompt
+    flat = HierarchicalReadout(branches="top:1", tau_l2=0.7, l2_prompt="flat")
+    (res_flat,) = flat.score(HFBackend(model, tok), histories(ds, split, tok, flat, [u]))
+    assert not np.allclose(res_flat.scores[hier.children[b]], ref, atol=1e-3)
+    with pytest.raises(ValueError, match="l2_prompt must be one of"):
+        HierarchicalReadout(l2_prompt="nested")
 
 
 def test_hierarchical_top_and_tail_branches(k60):

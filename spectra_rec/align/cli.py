@@ -15,14 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from spectra_rec.align.config import CPT_MODES, STAGES, AlignConfig
+from spectra_rec.data.cli import add_data_arguments, data_config
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="ml-100k", help="built-in dataset name or a directory of atomic files")
-    p.add_argument("--category-field", default="class", help="item field holding the categories")
-    p.add_argument("--split-ratio", type=float, default=0.8, help="train-window share of each user's interactions")
+    add_data_arguments(p)
     p.add_argument("--base-model", default=None, metavar="PATH",
                    help="local Hugging Face causal LM directory (default: a small Qwen3 trained from scratch)")
     p.add_argument("--trust-remote-code", action="store_true", help="let --base-model run its own code")
@@ -110,12 +109,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     from spectra_rec.align.io import read_align_manifest
     from spectra_rec.align.pipeline import align
-    from spectra_rec.data import load_dataset, split_dataset
-
     config = config_from_args(args)
-    ds = load_dataset(args.dataset, category_field=args.category_field)
-    split = split_dataset(ds, args.split_ratio)
-    out = align((ds, split), config, runs=args.runs, fresh=args.fresh, stage=args.stage, device=args.device)
+    out = align(data_config(args), config, runs=args.runs, fresh=args.fresh, stage=args.stage, device=args.device)
     m = read_align_manifest(out)
     tr = m.get("training", {})
     print(f"{m['kind']} folder: {out}")

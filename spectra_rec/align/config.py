@@ -98,7 +98,9 @@ def _default_cpt() -> TrainConfig:
 
 
 def _default_sft() -> TrainConfig:
-    return TrainConfig(epochs=1.0, learning_rate=2e-3, batch_size=16, warmup_ratio=0.05, weight_decay=0.0)
+    # 3 epochs: on ml-100k one epoch left the yes/no answer at chance for every category
+    # (logit-readout JS 0.373, uniform 0.380); three reach JS 0.254 for ~3.5 more CPU minutes.
+    return TrainConfig(epochs=3.0, learning_rate=2e-3, batch_size=16, warmup_ratio=0.05, weight_decay=0.0)
 
 
 def _default_sft_text() -> SFTConfig:

@@ -55,19 +55,14 @@ def resolve_data(data):
         ds = load_dataset(data)
         return ds, split_dataset(ds)
     if hasattr(data, "dataset") and hasattr(data, "split_ratio"):  # spectra_rec.data.stage.DataConfig
-        ds = load_dataset(data.dataset, category_field=data.category_field)
+        ds = load_dataset(data.dataset, category_field=data.category_field, taxonomy=getattr(data, "taxonomy", None))
         return ds, split_dataset(ds, data.split_ratio)
     raise ConfigError(f"align: cannot read data from {type(data).__name__}; pass a DataConfig, a name, or a Dataset")
 
 
 def data_fingerprint(ds, split) -> dict:
     """Identity of the training data: source file digests, split ratio, category field."""
-    files = {
-        p.name: artifacts.file_digest(p)
-        for p in sorted(Path(ds.source).glob(f"{ds.name}.*"))
-        if p.suffix in (".inter", ".item", ".user", ".json")
-    }
-    fp = {"name": ds.name, "files": files, "split_ratio": split.ratio, "category_field": ds.category_field,
+    fp = {"name": ds.name, "files": ds.input_digests(), "split_ratio": split.ratio, "category_field": ds.category_field,
           "users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions, "K": ds.K}
     fp["hash"] = artifacts.config_hash(fp)
     return fp
@@ -285,7 +280,9 @@ def _peft(model, lora, seed: int):
 def prompt_budget(tokenizer, ds, config: AlignConfig) -> int:
     """Tokens left for the history prefix once the longest question and answer are reserved."""
     questions = [T.name_question(), T.dg_question(config.sft.dg_k)] + [T.yes_no_question(c) for c in ds.categories]
-    questions += [T.choice_question([ds.categories[k] for k in ch]) for ch in C.choice_chunks(ds.K)]
+    questions += [T.choice_question([ds.categories[k] for k in ch]) for ch in T.choice_blocks(ds.K)]
+    for l1, kids in (ds.taxonomy or {}).items():  # the hierarchical probe's questions (SFT asks them too)
+        questions += [T.yes_no_question(l1)] + [T.conditional_yes_no_question(l1, c) for c in kids]
     q = max(len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in questions)
     names = sorted((len(tokenizer(T.answer(c), add_special_tokens=False)["input_ids"]) for c in ds.categories),
                    reverse=True)

@@ -51,8 +51,20 @@ class Dataset:
     taxonomy: dict[str, tuple[str, ...]] | None = None
     """Optional L1 -> L2 map whose L2 names are ``categories``."""
     category_field: str = "class"
+    taxonomy_path: Path | None = None
+    """The JSON file ``taxonomy`` came from (``<name>.taxonomy.json`` or a file passed in)."""
     _user_index: dict = field(default_factory=dict, repr=False)
     _item_index: dict = field(default_factory=dict, repr=False)
+
+    def input_digests(self) -> dict[str, str]:
+        """File name -> content digest of every input file (atomic files and taxonomy): the data's identity."""
+        from spectra_rec.artifacts import file_digest
+
+        files = [p for p in sorted(Path(self.source).glob(f"{self.name}.*"))
+                 if p.suffix in (".inter", ".item", ".user", ".json")]
+        if self.taxonomy_path is not None and self.taxonomy_path not in files and self.taxonomy_path.exists():
+            files.append(self.taxonomy_path)  # a file passed in, outside the dataset folder
+        return {p.name: file_digest(p) for p in files}
 
     @property
     def n_users(self) -> int:
@@ -192,8 +204,9 @@ def load_dataset(
     category_field: str = "class",
     title_field: str | None = None,
     name: str | None = None,
+    taxonomy: str | Path | None = None,
 ) -> Dataset:
-    """Load ``<dir>/<name>.inter`` and ``.item`` (+ optional ``.user``, ``.taxonomy.json``)."""
+    """Load ``<dir>/<name>.inter`` and ``.item`` (+ optional ``.user``, ``.taxonomy.json``; ``taxonomy`` overrides the latter)."""
     root = resolve_dataset_dir(dataset)
     name = name or _infer_name(root)
     inter_path, item_path = root / f"{name}.inter", root / f"{name}.item"
@@ -236,7 +249,12 @@ def load_dataset(
     items = items.set_index("item_id").loc[item_ids]
 
     cat_lists = [s.split() for s in items[category_field].to_numpy()]
-    taxonomy = _load_taxonomy(root / f"{name}.taxonomy.json")
+    taxonomy_path = Path(taxonomy) if taxonomy is not None else root / f"{name}.taxonomy.json"
+    if taxonomy is not None and not taxonomy_path.is_file():
+        raise DataError(f"taxonomy {str(taxonomy_path)!r}: no such file (expected an L1 -> [L2, ...] JSON object)")
+    taxonomy = _load_taxonomy(taxonomy_path)
+    if taxonomy is None:
+        taxonomy_path = None
     if taxonomy is not None:
         categories = tuple(c for children in taxonomy.values() for c in children)
         vocab = set(categories)
@@ -244,7 +262,7 @@ def load_dataset(
         if stray:
             raise DataError(
                 f"{item_path}: field {category_field!r} has categories absent from the taxonomy "
-                f"{root / (name + '.taxonomy.json')}: {stray[:10]}"
+                f"{taxonomy_path}: {stray[:10]}"
             )
     else:
         categories = tuple(sorted({c for cats in cat_lists for c in cats}))
@@ -300,6 +318,7 @@ def load_dataset(
         users=users,
         taxonomy=taxonomy,
         category_field=category_field,
+        taxonomy_path=taxonomy_path,
         _user_index=user_index,
         _item_index=item_index,
     )

@@ -80,6 +80,12 @@ class Split:
         """Unnormalized category counts of each user's train window."""
         return self._mass(self.is_train)
 
+    def recent_train_mass(self, window: int) -> np.ndarray:
+        """Unnormalized category counts of each user's last ``window`` train interactions."""
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+            raise ConfigError(f"context window must be an integer >= 1, got {window!r}")
+        return self._mass(self.is_train & (self.position() >= self.n_train[self.user] - window))
+
     def ground_truth(self, n: int | None = None, users: np.ndarray | None = None) -> np.ndarray:
         """q_u(c) = sum over held-out interactions of m(i, c), normalized; ``n`` keeps the first n (short-term)."""
         if n is not None and n < 1:

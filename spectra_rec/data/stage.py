@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from spectra_rec import artifacts
-from spectra_rec.data.dataset import Dataset, load_dataset, resolve_dataset_dir
+from spectra_rec.data.dataset import Dataset, load_dataset
 from spectra_rec.data.split import SLICES, Split, split_dataset
 
 log = logging.getLogger(__name__)
@@ -33,18 +33,15 @@ class DataConfig:
     """The item field (token_seq) that holds each item's categories."""
     split_ratio: float = 0.8
     """Share of each user's interactions (at least 1) in the train window."""
+    taxonomy: str | None = None
+    """An L1 -> [L2, ...] JSON file over the categories (default: ``<name>.taxonomy.json`` when present)."""
 
 
 def data_stage(config: DataConfig, runs: Path = Path("runs"), fresh: bool = False) -> tuple[Dataset, Split, Path]:
     """Load and split ``config.dataset``; write (or reuse) its artifacts; return dataset, split, folder."""
-    ds = load_dataset(config.dataset, category_field=config.category_field)
+    ds = load_dataset(config.dataset, category_field=config.category_field, taxonomy=config.taxonomy)
     split = split_dataset(ds, config.split_ratio)
-    root = resolve_dataset_dir(config.dataset)
-    inputs = {
-        p.name: artifacts.file_digest(p)
-        for p in sorted(root.glob(f"{ds.name}.*"))
-        if p.suffix in (".inter", ".item", ".user", ".json")
-    }
+    inputs = ds.input_digests()
     stage_config = asdict(config) | {"dataset_name": ds.name, "inputs": inputs, "layout": LAYOUT_VERSION}
 
     def build(tmp: Path) -> dict:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from spectra_rec.metrics._validate import as_distributions, as_pair, as_vector, warn_degenerate
-from spectra_rec.metrics.stats import bootstrap_ci, holm, paired_wilcoxon
+from spectra_rec.metrics.stats import resample_means, bootstrap_ci, holm, paired_wilcoxon, percentile_interval
 
-__all__ = ["preference_groups", "quartile_reduction", "tail_preference"]
+__all__ = ["preference_groups", "quartile_reduction", "ratio_interval", "tail_preference"]
 
 TAIL = 2
 
@@ -45,7 +45,7 @@ def quartile_reduction(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict:
-    """Per group: mean reduction r_u = JS_base,u - JS_method,u with bootstrap CI, paired Wilcoxon p (Holm across groups), and Q_last/Q1 ratio."""
+    """Per group: mean reduction r_u = JS_base,u - JS_method,u with bootstrap CI, paired Wilcoxon p (Holm across groups), and Q_last/Q1 ratio with CI."""
     a, b = as_pair(js_base, js_method, "js_base", "js_method")
     g = np.asarray(groups)
     if g.shape != a.shape:
@@ -79,10 +79,28 @@ def quartile_reduction(
     for r, ph in zip(rows, p_holm):
         r["p_holm"] = float(ph)
     first, last = rows[0], rows[-1]
-    ratio = float("nan")
+    ratio, ratio_ci = float("nan"), (float("nan"), float("nan"))
     if first["n"] and last["n"]:
         if first["reduction"] != 0:
             ratio = last["reduction"] / first["reduction"]
         else:
             warn_degenerate("quartile_reduction: Q1 reduction is 0; the Q4/Q1 ratio is NaN")
-    return {"groups": rows, "ratio_last_first": ratio}
+        ratio_ci = ratio_interval(a - b, g, n_groups - 1, 0, n_boot=n_boot, seed=seed, alpha=alpha)
+    return {"groups": rows, "ratio_last_first": ratio, "ratio_low": ratio_ci[0], "ratio_high": ratio_ci[1]}
+
+
+def ratio_interval(values, groups, top: int, bottom: int, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """Percentile interval of mean(values[g = top]*) / mean(values[g = bottom]*) over resamples drawn within each group."""
+    v = as_vector(values, "values")
+    g = np.asarray(groups)
+    # Resampling within each quartile keeps the group sizes fixed: membership comes from the
+    # truth, not from the method, so the interval is about the reductions alone.
+    (num,) = resample_means([v[g == top]], n_boot, seed)
+    (den,) = resample_means([v[g == bottom]], n_boot, seed + 1)
+    ok = den != 0
+    if not ok.all():
+        warn_degenerate(f"ratio_interval: the Q{bottom + 1} mean is 0 in {int((~ok).sum())} of {n_boot} resamples; "
+                        "those ratios are dropped")
+    if not ok.any():
+        return float("nan"), float("nan")
+    return percentile_interval(num[ok] / den[ok], alpha)

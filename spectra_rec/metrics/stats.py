@@ -27,6 +27,7 @@ __all__ = [
     "paired_bootstrap_ci",
     "paired_wilcoxon",
     "percentile_interval",
+    "resample_means",
     "resample_weights",
 ]
 
@@ -70,7 +71,7 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
-def _resample_means(columns: list[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
+def resample_means(columns: list[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
     """Means of each column over ``n_boot`` user resamples (the same indices for every column)."""
     n = columns[0].size
     rng = np.random.default_rng(seed)
@@ -109,7 +110,7 @@ def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05)
     if v.size == 0:
         warn_degenerate("bootstrap_ci: no values; interval is (NaN, NaN)")
         return float("nan"), float("nan")
-    (means,) = _resample_means([v], n_boot, seed)
+    (means,) = resample_means([v], n_boot, seed)
     return _percentile_interval(means, alpha)
 
 
@@ -126,9 +127,9 @@ def paired_bootstrap_ci(
         warn_degenerate("paired_bootstrap_ci: no paired values; interval is (NaN, NaN)")
         return float("nan"), float("nan")
     if stat == "diff":
-        (means,) = _resample_means([b - a], n_boot, seed)
+        (means,) = resample_means([b - a], n_boot, seed)
         return _percentile_interval(means, alpha)
-    mean_a, mean_b = _resample_means([a, b], n_boot, seed)
+    mean_a, mean_b = resample_means([a, b], n_boot, seed)
     zero = mean_a == 0
     if zero.any():
         warn_degenerate(

@@ -3,6 +3,10 @@
 Registered by name; :func:`history_prior` builds one as a :class:`PriorTable` for every
 user with a train window. ``oracle`` reads the held-out window and is available only by
 its explicit name; its table is marked ``uses_heldout`` so every report labels it.
+
+A context-window variant ``NAME@N`` (``uhf@10``) builds a per-user count prior from each
+user's last N train items only, the history-prior side of the paper's context-window sweep
+(the SPECTRA side is ``spectra-rec probe --max-items N``).
 """
 
 from __future__ import annotations
@@ -16,14 +20,18 @@ from spectra_rec.errors import ConfigError
 from spectra_rec.priors.table import PriorTable
 
 
-def uhf(split: Split) -> np.ndarray:
-    """UHF: p_u(c) = sum over train items of m(i, c), normalized."""
-    return normalize_rows(split.train_mass)
+def _mass(split: Split, window: int | None) -> np.ndarray:
+    return split.train_mass if window is None else split.recent_train_mass(window)
 
 
-def uhf_laplace(split: Split, alpha: float = 1.0) -> np.ndarray:
-    """Laplace UHF: p_u(c) = (n_u(c) + alpha) / (n_u + K * alpha)."""
-    mass = split.train_mass
+def uhf(split: Split, window: int | None = None) -> np.ndarray:
+    """UHF: p_u(c) = sum over train items (the last ``window`` when given) of m(i, c), normalized."""
+    return normalize_rows(_mass(split, window))
+
+
+def uhf_laplace(split: Split, alpha: float = 1.0, window: int | None = None) -> np.ndarray:
+    """Laplace UHF: p_u(c) = (n_u(c) + alpha) / (n_u + K * alpha), counts over the last ``window`` train items when given."""
+    mass = _mass(split, window)
     return (mass + alpha) / (mass.sum(axis=1, keepdims=True) + mass.shape[1] * alpha)
 
 
@@ -74,12 +82,35 @@ HISTORY_PRIORS: dict[str, Callable[[Split], np.ndarray]] = {
 }
 """Registered history priors; ``oracle`` reads held-out data and is labelled as such."""
 
+WINDOWED = ("uhf", "uhf-laplace")
+"""History priors that take a context window (``uhf@10``): the per-user count priors."""
+
+
+def parse_history_spec(spec: str) -> tuple[str, int | None]:
+    """``"uhf"`` -> ("uhf", None); ``"uhf@10"`` -> ("uhf", 10); ConfigError for anything else."""
+    name, at, window = spec.partition("@")
+    if name not in HISTORY_PRIORS:
+        raise ConfigError(f"unknown prior {spec!r}; history priors: {sorted(HISTORY_PRIORS)} "
+                          f"(and {'/'.join(WINDOWED)}@N for the last N train items)")
+    if not at:
+        return name, None
+    if name not in WINDOWED:
+        raise ConfigError(f"prior {spec!r}: only {list(WINDOWED)} take a context window @N")
+    if not window.isdigit() or int(window) < 1:
+        raise ConfigError(f"prior {spec!r}: the context window after '@' must be an integer >= 1")
+    return name, int(window)
+
+
+def is_history_spec(spec: str) -> bool:
+    """Whether ``spec`` is meant as a history prior (``NAME`` or ``NAME@...``); parse_history_spec validates it."""
+    return spec.partition("@")[0] in HISTORY_PRIORS
+
 
 def history_prior(split: Split, method: str) -> PriorTable:
-    """Build the named history prior for every user with a train window."""
-    if method not in HISTORY_PRIORS:
-        raise ConfigError(f"unknown prior {method!r}; history priors: {sorted(HISTORY_PRIORS)}")
-    probs = HISTORY_PRIORS[method](split)
+    """Build the named history prior (``uhf``, ``uhf@10``, ...) for every user with a train window."""
+    name, window = parse_history_spec(method)
+    fn = HISTORY_PRIORS[name]
+    probs = fn(split) if window is None else fn(split, window=window)
     users = np.flatnonzero(split.n_train > 0)
     ds = split.dataset
     meta = {
@@ -89,6 +120,7 @@ def history_prior(split: Split, method: str) -> PriorTable:
         "taxonomy": "flat" if ds.taxonomy is None else "L2",
         "template_version": None,
         "split_ratio": split.ratio,
-        "uses_heldout": method == "oracle",
+        "uses_heldout": name == "oracle",
+        "context_window": window,
     }
     return PriorTable(ds.user_ids[users], ds.categories, probs[users], meta, source=f"prior {method!r}")

@@ -9,9 +9,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 from spectra_rec.errors import ConfigError
 from spectra_rec.probe.cli_common import add_common, run_probe, set_threads
@@ -28,9 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau-l2", type=float, help="hier: temperature of p(c2 | c1) (default --tau)")
     p.add_argument("--verbalizers", default="Yes,yes/No,no", help="affirmative/negative answer words")
     p.add_argument("--branches", default="all", help="hier: all | top:b | tail:b")
+    p.add_argument("--l2-prompt", default="conditional", choices=["conditional", "flat"],
+                   help="hier: ask about an L2 category given its L1 parent (what SFT teaches) or on its own")
     p.add_argument("--unexpanded", default="uniform", choices=["uniform", "zero"],
                    help="hier: mass of branches not expanded (spread over children, or dropped)")
-    p.add_argument("--taxonomy", type=Path, help="hier: L1 -> [L2, ...] JSON (default: the dataset's)")
     p.add_argument("--anchor", help="choice with K > 26: the anchor category of every block (default: the first)")
 
 
@@ -51,14 +50,9 @@ def readout_options(args) -> dict:
         return {"tau": args.tau}
     if args.readout == "choice":
         return {"tau": args.tau} | ({"anchor": args.anchor} if args.anchor else {})
-    taxonomy = None
-    if args.taxonomy is not None:
-        try:
-            taxonomy = json.loads(Path(args.taxonomy).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--taxonomy {str(args.taxonomy)!r}: {exc}") from None
-    return {"taxonomy": taxonomy, "branches": args.branches, "tau": args.tau, "tau_l2": args.tau_l2,
-            "verbalizers": verb, "unexpanded": args.unexpanded}
+    # the taxonomy is the dataset's (--taxonomy is a dataset flag: SFT and the probe must agree on it)
+    return {"branches": args.branches, "tau": args.tau, "tau_l2": args.tau_l2,
+            "verbalizers": verb, "unexpanded": args.unexpanded, "l2_prompt": args.l2_prompt}
 
 
 def run(args) -> int:
@@ -66,11 +60,11 @@ def run(args) -> int:
     set_threads(args)
     if args.out is None and args.model is None and args.shard == "0/1" and not args.merge:
         # The default path: the cached SPECTRA prior (aligning first when no adapter is cached).
-        from spectra_rec.data.stage import DataConfig
+        from spectra_rec.data.cli import data_config
         from spectra_rec.probe.run import spectra_prior
 
         table = spectra_prior(
-            DataConfig(dataset=str(args.dataset)), runs=args.runs, readout=args.readout, readout_options=options,
+            data_config(args), runs=args.runs, readout=args.readout, readout_options=options,
             adapter=args.adapter, max_users=args.max_users, max_items=args.max_items, backend=args.backend,
             backend_options={"batch_size": args.batch_size} if args.backend == "hf" else {}, device=args.device,
             fresh=args.fresh, progress=not args.no_progress,

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from spectra_rec.data.cli import add_data_arguments, data_config
 from spectra_rec.errors import ConfigError
 from spectra_rec.probe.run import merge_shards, parse_shard, probe_prior
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def add_common(p: argparse.ArgumentParser, model_help: str) -> None:
-    p.add_argument("--dataset", default="ml-100k", help="built-in dataset name or a directory of atomic files")
+    add_data_arguments(p)
     p.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     p.add_argument("--adapter", type=Path, help="an align folder (runs/align/sft/<hash> or runs/align/cpt/<hash>)")
     p.add_argument("--model", type=Path, help=model_help)
@@ -41,9 +42,9 @@ def set_threads(args) -> None:
 
 
 def load_data(args):
-    from spectra_rec.data.stage import DataConfig, data_stage
+    from spectra_rec.data.stage import data_stage
 
-    ds, split, _ = data_stage(DataConfig(dataset=str(args.dataset)), args.runs)
+    ds, split, _ = data_stage(data_config(args), args.runs)
     return ds, split
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from spectra_rec.errors import ConfigError
 from spectra_rec.probe.prompts import SAMPLE_HISTORY, History, PromptBuilder, TokenizationError
 from spectra_rec.text import templates
-from spectra_rec.text.templates import ANSWER_LETTERS, Verbalizers
+from spectra_rec.text.templates import ANSWER_LETTERS, Verbalizers, choice_blocks
 
 log = logging.getLogger(__name__)
 
@@ -105,25 +105,6 @@ def chain_rule(
     if not total > 0:
         raise ValueError("hierarchical readout: no probability mass on the expanded branches")
     return p / total
-
-
-def choice_blocks(K: int, n_letters: int = len(ANSWER_LETTERS), anchor: int = 0) -> list[list[int]]:
-    """Category indices listed by each multi-choice prompt (option j gets letter j).
-
-    K <= n_letters: one block, all categories in dataset order. Otherwise *anchored blocks*:
-    ``anchor`` is the first option of every block and the other categories, in dataset order,
-    fill the remaining n_letters - 1 options of consecutive blocks. SFT examples of the choice
-    format should list the same blocks (target: a category drawn from f restricted to the
-    block), so that p(c) / p(anchor) is what every block learns.
-    """
-    if K < 1 or n_letters < 2:
-        raise ConfigError(f"choice blocks need K >= 1 and >= 2 letters, got K={K}, letters={n_letters}")
-    if K <= n_letters:
-        return [list(range(K))]
-    if not 0 <= anchor < K:
-        raise ConfigError(f"choice anchor index {anchor} is not in [0, {K})")
-    others = [c for c in range(K) if c != anchor]
-    return [[anchor] + others[i : i + n_letters - 1] for i in range(0, K - 1, n_letters - 1)]
 
 
 # ---- readout interface ---------------------------------------------------------------
@@ -315,13 +296,20 @@ class ChoiceReadout(Readout):
         }
 
 
+L2_PROMPTS = ("conditional", "flat")
+"""How the hierarchical readout asks about an L2 category: given its L1 parent, or on its own."""
+
+
 class HierarchicalReadout(Readout):
     """L1 -> L2 probing with the chain rule (exact when the taxonomy is a partition and L1 mass is consistent).
 
     L1: yes/no probes of the L1 names on the user's history prefix, p(c1) = softmax(s1 / tau).
     L2: yes/no probes of the leaves in the chosen branches on the *same* prefix (its KV cache
     is reused: the HF backend keeps the user's prefix state between the two passes), within a
-    branch p(c2 | c1) = softmax(s2 / tau_l2). ``l1_scores`` lets a caller supply L1 scores
+    branch p(c2 | c1) = softmax(s2 / tau_l2). ``l2_prompt="conditional"`` (default, what SFT
+    teaches on a taxonomy) asks "if the next item is in c1, will it be in c2?", whose
+    L1-conditional start is shared by a branch's children; ``"flat"`` asks the flat question
+    about c2 alone. ``l1_scores`` lets a caller supply L1 scores
     (e.g. the log of a flat readout's L1 marginals), which makes the chain rule reproduce
     that flat distribution exactly when every branch is expanded.
     """
@@ -336,10 +324,14 @@ class HierarchicalReadout(Readout):
         tau_l2: float | None = None,
         verbalizers: Verbalizers = Verbalizers(),
         unexpanded: str = "uniform",
+        l2_prompt: str = "conditional",
     ):
         parse_branches(branches)
         if unexpanded not in ("uniform", "zero"):
             raise ConfigError(f"unexpanded must be 'uniform' or 'zero', got {unexpanded!r}")
+        if l2_prompt not in L2_PROMPTS:
+            raise ConfigError(f"l2_prompt must be one of {list(L2_PROMPTS)}, got {l2_prompt!r}")
+        self.l2_prompt = l2_prompt
         for name, t in (("tau", tau), ("tau_l2", tau_l2 if tau_l2 is not None else tau)):
             if not t > 0:
                 raise ConfigError(f"{name} must be > 0, got {t}")
@@ -380,7 +372,11 @@ class HierarchicalReadout(Readout):
         self.l1_names = list(taxonomy)
         self.children = [[index[c] for c in taxonomy[l1]] for l1 in self.l1_names]
         l1_q = [templates.yes_no_question(n) for n in self.l1_names]
-        l2_q = [templates.yes_no_question(c) for c in cats]
+        if self.l2_prompt == "flat":
+            l2_q = [templates.yes_no_question(c) for c in cats]
+        else:
+            parent = {c: self.l1_names[b] for b, kids in enumerate(self.children) for c in kids}
+            l2_q = [templates.conditional_yes_no_question(parent[k], c) for k, c in enumerate(cats)]
         self.l1_suffixes = [builder.encode_suffix(q) for q in l1_q]
         self.l2_suffixes = [builder.encode_suffix(q) for q in l2_q]
         self.token_ids = _answer_ids(builder, SAMPLE_HISTORY + l1_q[0], self.verbalizers.all(), "verbalizer")
@@ -431,6 +427,7 @@ class HierarchicalReadout(Readout):
             "tau_l2": self.tau_l2,
             "branches": self.branches,
             "unexpanded": self.unexpanded,
+            "l2_prompt": self.l2_prompt,
             "l1": self.l1_names if hasattr(self, "l1_names") else None,
             "verbalizers": {"affirmative": list(self.verbalizers.affirmative), "negative": list(self.verbalizers.negative)},
         }

@@ -226,7 +226,9 @@ def markdown_report(result, figures: dict | None = None) -> str:
             rows.append([lab, g["group"], g["n"], fmt(g["js_base"]), fmt(g["js_method"]),
                          f"{fmt(g['reduction'])} [{fmt(g['low'])}, {fmt(g['high'])}]",
                          f"{fmt(100 * g['relative'], 1)}%", fmt_p(g["p"]), fmt_p(g["p_holm"]) + sig_mark(g["p_holm"])])
-        rows.append([lab, "Q4/Q1", "", "", "", fmt(out["ratio_last_first"], 3), "", "", ""])
+        rows.append([lab, "Q4/Q1", "", "", "",
+                     f"{fmt(out['ratio_last_first'], 3)} [{fmt(out.get('ratio_low'), 3)}, {fmt(out.get('ratio_high'), 3)}]",
+                     "", "", ""])
     if rows:
         parts += [md_table(["method", "quartile", "n", "JS baseline", "JS method", "reduction [CI]", "relative", "p",
                             "p Holm"], rows), ""]

@@ -16,8 +16,12 @@ read (ARCHITECTURE.md section 4, last bullet).
 
   ``name``     completion = one category name drawn from f;
   ``yes_no``   a category with f(c) > 0 (drawn from f) -> " Yes", or one with f(c) = 0 -> " No";
-  ``choice``   categories listed in dataset order with letters A.. (chunks of 26 when K > 26,
-               the chunk drawn by its mass), completion = the letter of a category drawn from f;
+               on a dataset with an L1 -> L2 taxonomy, a share ``taxonomy_rate`` asks instead what
+               the hierarchical probe asks: about an L1 name (its mass = f summed over its
+               children), or about an L2 category given its L1 parent (a branch the future enters);
+  ``choice``   categories listed in dataset order with letters A.. (K > 26: the probe's
+               anchored blocks, ``templates.choice_blocks``, the block drawn by its mass), completion
+               = the letter of a category drawn from f restricted to the block;
   ``dg``       completion = the top-k categories of f (ties: context mass, then global train mass).
 
 ``heldout_examples`` builds the same formats with targets from the held-out window: it is for
@@ -80,6 +84,8 @@ class SFTConfig:
     """Length of DG ranked lists."""
     choice_order: str = "fixed"
     """``fixed``: categories in dataset order, letters A.. in order (what the probe reads); ``shuffled``."""
+    taxonomy_rate: float = 0.5
+    """With an L1 -> L2 taxonomy: share of yes/no examples about it (half L1 names, half L2 given L1)."""
 
     def __post_init__(self):
         require_positive(self, "context_items", "refs_per_user", "examples_per_ref", "min_context", "min_future", "dg_k")
@@ -90,8 +96,9 @@ class SFTConfig:
             raise ConfigError(f"SFTConfig.mixture has unknown format(s) {unknown}; known: {list(FORMATS)}")
         if any(w < 0 for w in self.mixture.values()) or sum(self.mixture.values()) <= 0:
             raise ConfigError(f"SFTConfig.mixture weights must be >= 0 with a positive sum, got {self.mixture}")
-        if not 0.0 <= self.yes_rate <= 1.0:
-            raise ConfigError(f"SFTConfig.yes_rate must be in [0, 1], got {self.yes_rate}")
+        for name in ("yes_rate", "taxonomy_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"SFTConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.choice_order not in ("fixed", "shuffled"):
             raise ConfigError(f"SFTConfig.choice_order must be 'fixed' or 'shuffled', got {self.choice_order!r}")
 
@@ -160,9 +167,9 @@ def cpt_documents(dataset, split, users: Sequence[int] | None = None, config: Co
 
 def item_quiz_documents(dataset, items: Sequence[int], rng: np.random.Generator) -> list[str]:
     """Per item with categories: its metadata line, then a yes/no (member or not, 50/50), a
-    multi-choice (the chunk holding a member, dataset order) and a name question with answers."""
+    multi-choice (a block holding a member, dataset order) and a name question with answers."""
     K = dataset.K
-    chunks = choice_chunks(K)
+    blocks = T.choice_blocks(K)
     docs = []
     for i in items:
         members = dataset.membership.getrow(int(i)).indices
@@ -175,9 +182,11 @@ def item_quiz_documents(dataset, items: Sequence[int], rng: np.random.Generator)
         else:
             lines.append(T.item_yes_no_question(dataset.categories[rng.choice(members)]) + T.answer("Yes"))
         c = int(rng.choice(members))
-        ch = chunks[c // len(T.ANSWER_LETTERS)]
-        lines.append(T.item_choice_question([dataset.categories[k] for k in ch])
-                     + T.answer(T.ANSWER_LETTERS[c - ch[0]]))
+        holding = [b for b in blocks if c in b]
+        # the anchor sits in every block; only then is there a block to draw
+        block = holding[0] if len(holding) == 1 else holding[rng.choice(len(holding))]
+        lines.append(T.item_choice_question([dataset.categories[k] for k in block])
+                     + T.answer(T.ANSWER_LETTERS[block.index(c)]))
         lines.append(T.item_name_question() + T.answer(dataset.categories[int(rng.choice(members))]))
         docs.append("\n".join(lines) + "\n")
     return docs
@@ -188,18 +197,13 @@ def tokenizer_texts(dataset, split, users: Sequence[int] | None = None, config: 
     yield from cpt_documents(dataset, split, users, config)
     questions = [T.name_question(), T.dg_question(3)]
     questions += [T.yes_no_question(c) for c in dataset.categories]
-    for chunk in choice_chunks(dataset.K):
-        questions.append(T.choice_question([dataset.categories[k] for k in chunk]))
+    for block in T.choice_blocks(dataset.K):
+        questions.append(T.choice_question([dataset.categories[k] for k in block]))
     answers = [T.answer(w) for w in T.Verbalizers().all() + T.ANSWER_LETTERS]
     answers += [T.answer(c) for c in dataset.categories]
     for _ in range(4):  # the question formats are rare in the corpus but frequent in SFT
         yield from questions
         yield T.ANSWER_CUE.join(answers)
-
-
-def choice_chunks(K: int, size: int = len(T.ANSWER_LETTERS)) -> list[np.ndarray]:
-    """Category indices of each multi-choice prompt: dataset order, ``size`` per chunk (K > 26)."""
-    return [np.arange(s, min(s + size, K)) for s in range(0, K, size)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +232,10 @@ class _Renderer:
         self.cfg = config
         self.global_mass = global_mass
         self.fit = fit
+        tax = dataset.taxonomy
+        self.l1_names = list(tax) if tax else []
+        index = {c: k for k, c in enumerate(dataset.categories)}
+        self.children = [np.array([index[c] for c in tax[n]]) for n in self.l1_names]
 
     def prefix(self, user: int, context: np.ndarray) -> tuple[str, int]:
         if self.fit is not None:
@@ -241,6 +249,8 @@ class _Renderer:
         if fmt == "name":
             return T.name_question(), T.answer(cats[rng.choice(K, p=f)])
         if fmt == "yes_no":
+            if self.l1_names and rng.random() < cfg.taxonomy_rate:
+                return self._taxonomy_yes_no(rng, f)
             pos = f > 0
             ask_yes = rng.random() < cfg.yes_rate
             if ask_yes or pos.all():
@@ -248,10 +258,10 @@ class _Renderer:
             neg = np.flatnonzero(~pos)
             return T.yes_no_question(cats[rng.choice(neg)]), T.answer("No")
         if fmt == "choice":
-            chunks = choice_chunks(K)
-            chunk_mass = np.array([f[ch].sum() for ch in chunks])
-            ch = chunks[rng.choice(len(chunks), p=chunk_mass / chunk_mass.sum())]
-            order = ch if cfg.choice_order == "fixed" else rng.permutation(ch)
+            blocks = [np.asarray(b) for b in T.choice_blocks(K)]
+            block_mass = np.array([f[b].sum() for b in blocks])
+            block = blocks[rng.choice(len(blocks), p=block_mass / block_mass.sum())]
+            order = block if cfg.choice_order == "fixed" else rng.permutation(block)
             p = f[order] / f[order].sum()
             j = rng.choice(len(order), p=p)
             return T.choice_question([cats[k] for k in order]), T.answer(T.ANSWER_LETTERS[j])
@@ -261,6 +271,24 @@ class _Renderer:
             order = np.lexsort((np.arange(K), -self.global_mass, -context_mass, -f))
             return T.dg_question(k), T.dg_answer([cats[c] for c in order[:k]])
         raise ConfigError(f"unknown SFT format {fmt!r}; known: {list(FORMATS)}")
+
+    def _taxonomy_yes_no(self, rng: np.random.Generator, f: np.ndarray):
+        """The hierarchical probe's questions: an L1 name, or an L2 category given its L1 parent."""
+        g = np.array([f[kids].sum() for kids in self.children])
+        ask_yes = rng.random() < self.cfg.yes_rate
+        if rng.random() < 0.5:
+            if ask_yes or (g > 0).all():
+                return T.yes_no_question(self.l1_names[rng.choice(len(g), p=g)]), T.answer("Yes")
+            return T.yes_no_question(self.l1_names[rng.choice(np.flatnonzero(g == 0))]), T.answer("No")
+        # p(c2 | c1) is only read inside branches, so the condition is a branch the future enters
+        b = int(rng.choice(len(g), p=g))
+        kids = self.children[b]
+        fk = f[kids]
+        if ask_yes or (fk > 0).all():
+            c, ans = kids[rng.choice(len(kids), p=fk / fk.sum())], "Yes"
+        else:
+            c, ans = rng.choice(kids[fk == 0]), "No"
+        return T.conditional_yes_no_question(self.l1_names[b], self.ds.categories[int(c)]), T.answer(ans)
 
 
 def _mixture(config: SFTConfig) -> tuple[list[str], np.ndarray]:

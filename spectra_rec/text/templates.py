@@ -13,11 +13,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from spectra_rec.errors import ConfigError
+
 TEMPLATE_VERSION = "spectra-v1"
 
 ANSWER_CUE = "\nAnswer:"
 ANSWER_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-"""Single-token answer labels for multi-choice prompts (K > 26 needs the choice readout's scheme)."""
+"""Single-token answer labels for multi-choice prompts (K > 26: anchored blocks, :func:`choice_blocks`)."""
+
+
+def choice_blocks(K: int, n_letters: int = len(ANSWER_LETTERS), anchor: int = 0) -> list[list[int]]:
+    """Category indices listed by each multi-choice prompt (option j gets letter j).
+
+    K <= n_letters: one block, all categories in dataset order. Otherwise *anchored blocks*:
+    ``anchor`` is the first option of every block and the other categories, in dataset order,
+    fill the remaining n_letters - 1 options of consecutive blocks. SFT's choice examples list
+    the same blocks (target: a category drawn from f restricted to the block), so that
+    p(c) / p(anchor) is what every block learns and the probe can chain blocks on one scale.
+    """
+    if K < 1 or n_letters < 2:
+        raise ConfigError(f"choice blocks need K >= 1 and >= 2 letters, got K={K}, letters={n_letters}")
+    if K <= n_letters:
+        return [list(range(K))]
+    if not 0 <= anchor < K:
+        raise ConfigError(f"choice anchor index {anchor} is not in [0, {K})")
+    others = [c for c in range(K) if c != anchor]
+    return [[anchor] + others[i : i + n_letters - 1] for i in range(0, K - 1, n_letters - 1)]
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,15 @@ def history_prefix(dataset, user: int, items: Sequence[int], max_items: int | No
 def yes_no_question(category: str) -> str:
     """Suffix of the likelihood probe for one category."""
     return f"Question: will the user's next item be in the category {category}?{ANSWER_CUE}"
+
+
+def conditional_yes_no_question(parent: str, category: str) -> str:
+    """Hierarchical L2 probe: the yes/no question about ``category`` given the next item is in L1 ``parent``.
+
+    The children of one parent share the text up to their name, so the backend encodes that
+    L1-conditional start once per branch (paper B.6: "the L2 prompts share an L1-conditional prefill").
+    """
+    return f"Question: if the user's next item is in {parent}, will it be in the category {category}?{ANSWER_CUE}"
 
 
 def name_question() -> str:
