@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATE_SETS), choices=CANDIDATE_SETS)
     p.add_argument("--top-n", type=int, default=200, help="retrieval depth")
     p.add_argument("--index", default="flat", choices=FAISS_INDEXES, help="Faiss index for retrieval")
+    p.add_argument("--select-on", default="each",
+                   help="each: every candidate set picks its own (normalization, w) on the dev cohort; "
+                        "a candidate set name: its dev choice is applied to all sets")
     p.add_argument("--normalization", nargs="+", default=["minmax", "zscore", "softmax", "rank"],
                    help="per-user normalizations tried on the dev cohort")
     p.add_argument("--n-boot", type=int, default=1000)
@@ -57,14 +60,14 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         from fusion.pipeline import FusionConfig, run_fusion
-        from fusion.report import console_table, write_report
+        from fusion.report import choice_text, console_table, write_report
 
         config = FusionConfig(
             model=args.model, dataset=str(args.dataset), category_field=args.category_field,
             split_ratio=args.split_ratio, taxonomy=args.taxonomy, prior=args.prior, w=args.w, epochs=args.epochs,
             **({"w_grid": tuple(args.w_grid)} if args.w_grid else {}),
             max_users=args.max_users, candidate_sets=tuple(args.candidates),
-            select_on="neg99" if "neg99" in args.candidates else args.candidates[0],
+            select_on=args.select_on,
             top_n=args.top_n, index=args.index, normalizations=tuple(args.normalization), n_boot=args.n_boot,
             seed=args.seed, device=args.device, runs=args.runs, out=args.out, fresh=args.fresh,
         )
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
         return 2
     print()
     print(f"{results['model']} + {results['prior']} prior on {results['dataset']}: "
-          f"w={results['w']} ({results['normalization']}), test cohort {results['cohorts']['test']} users")
+          f"{choice_text(results)}, test cohort {results['cohorts']['test']} users")
     print(console_table(results, config.k))
     print(f"\nresults: {out}/results.json, results.md, per_user.csv, sweep.png, slices.png "
           f"({time.perf_counter() - t0:.1f}s)")

@@ -50,7 +50,7 @@ def main() -> None:
         rows.append({
             "model": model, "cold_s": cold, "warm_s": warm, "epochs": rb["epochs_run"],
             "s_per_epoch": rb["seconds_per_epoch"], "recbole_test_ndcg@10": rb["test"]["ndcg@10"],
-            "w": res["w"], "norm": res["normalization"],
+            "w": c["w"], "norm": c["normalization"],
             **{f"neg99 {s} base/fused": f"{c['base'][s]['ndcg@10']:.4f}/{c['fused'][s]['ndcg@10']:.4f}"
                for s in ("overall", "head", "mid", "tail")},
             "mid lift": f"{c['lift']['mid']['ndcg@10']:+.1%} (p={c['lift']['mid']['p_value']:.2g})",

@@ -33,9 +33,11 @@ def results_dict(run: FusionRun) -> dict:
         "prior": cfg.prior_label(),
         "prior_meta": run.prior.meta,
         "prior_uses_heldout": run.prior.uses_heldout,
-        "w": first.w,
-        "normalization": first.normalization,
-        "w_selected_on": f"dev cohort, {cfg.select_on}, {key}" if cfg.w is None else "fixed by --w",
+        "w": first.w if _one_choice(run) else None,
+        "normalization": first.normalization if _one_choice(run) else None,
+        "w_selected_on": ("fixed by --w" if cfg.w is not None
+                          else f"dev cohort, each candidate set on its own, {key}" if cfg.select_on == "each"
+                          else f"dev cohort, {cfg.select_on}, {key}"),
         "w_grid": list(cfg.w_grid),
         "cohorts": run.cohort_sizes,
         "backbone": {"folder": str(run.backbone.folder), "recbole": run.backbone.recbole_metrics},
@@ -58,6 +60,18 @@ def results_dict(run: FusionRun) -> dict:
             "info": r.info,
         }
     return out
+
+
+def _one_choice(run: FusionRun) -> bool:
+    return len({(r.w, r.normalization) for r in run.sets.values()}) == 1
+
+
+def choice_text(results: dict) -> str:
+    """``w=0.05 (minmax)``, or one such choice per candidate set when they differ."""
+    if results["w"] is not None:
+        return f"w={results['w']} ({results['normalization']})"
+    return "w per candidate set: " + ", ".join(
+        f"{name} {c['w']} ({c['normalization']})" for name, c in results["candidates"].items())
 
 
 def per_user_frame(run: FusionRun) -> pd.DataFrame:
@@ -112,7 +126,7 @@ def markdown(results: dict, k: int) -> str:
     lines = [
         f"# Fusion: {results['model']} + {results['prior']} prior on {results['dataset']}",
         "",
-        f"w = {results['w']} ({results['normalization']} normalization), selected on {results['w_selected_on']}; "
+        f"{choice_text(results)}, selected on {results['w_selected_on']}; "
         f"reported cohort: {results['cohorts']['test']} users (dev: {results['cohorts']['dev']}).",
     ]
     if results["prior_uses_heldout"]:

@@ -212,3 +212,21 @@ def test_shipped_yaml_layers_build_a_recbole_config_for_ml100k(model, tmp_path):
     assert layers[0] == "base.yaml" and f"{model}.yaml" in layers
     cfg = _recbole_config(model, tmp_path, "ml-100k", BackboneConfig(model), tmp_path)
     assert cfg["dataset"] == "ml-100k-split" and cfg["loss_type"] == "CE" and cfg["MAX_ITEM_LIST_LENGTH"] >= 10
+
+
+def test_each_candidate_set_picks_its_own_dev_best_unless_one_set_is_shared(syn_dir, runs, sasrec):
+    """Default select_on='each': a set's (normalization, w) is the argmax of its own dev sweep;
+    select_on='neg99' applies neg99's choice to every set."""
+    from fusion.evaluate import select
+
+    cfg, run, results = sasrec
+    assert cfg.select_on == "each"
+    for name, r in run.sets.items():
+        norm, w, _ = select(r.sweep, cfg.w_grid)
+        assert (r.normalization, r.w) == (norm, w), name
+        assert results["candidates"][name]["w"] == r.w
+    assert results["w_selected_on"].startswith("dev cohort, each candidate set")
+    shared = run_fusion(_config(syn_dir, runs, select_on="neg99"))
+    assert {(r.w, r.normalization) for r in shared.sets.values()} == {(run.sets["neg99"].w, run.sets["neg99"].normalization)}
+    with pytest.raises(ConfigError, match="select_on must be 'each' or one of"):
+        _config(syn_dir, runs, select_on="neg5")

@@ -157,6 +157,12 @@ def test_spectra_prior_aligns_then_probes_and_caches(tmp_path):
                           progress=False)
     assert (folder / "prior.parquet").stat().st_mtime_ns == mtime  # cached, not recomputed
     assert np.array_equal(again.probs, table.probs)
+    # run_fusion passes no options and no batch size: the same defaults hit the same cache
+    spectra_prior(ds, split, runs, "logit", adapter=sft, max_users=4, progress=False)
+    spectra_prior(ds, split, runs, "logit", adapter=sft, max_users=4, progress=False, backend_options={"batch_size": 7})
+    assert [p.name for p in (runs / "probe").iterdir() if not p.name.startswith(".")] == [folder.name]
+    spectra_prior(ds, split, runs, "logit", readout_options={"tau": 2.0}, adapter=sft, max_users=4, progress=False)
+    assert len([p for p in (runs / "probe").iterdir() if not p.name.startswith(".")]) == 2
 
 
 def test_answer_ids_are_checked_against_the_adapter_manifest(tiny, caplog):

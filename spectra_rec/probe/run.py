@@ -422,14 +422,14 @@ def spectra_prior(
     all_users = cohort(split, users, max_users)
     config = {
         "readout": readout,
-        "readout_options": _jsonable(options),
+        "readout_options": _jsonable(_with_defaults(readout, options)),
         "adapter": str(adapter.resolve()),
         "adapter_manifest_hash": manifest_hash(adapter),
         "data": _data_identity(ds, split),
         "users": artifacts.config_hash({"users": all_users.tolist()}),
         "max_items": max_items,
         "backend": backend,
-        "backend_options": backend_options or {},
+        "backend_options": {k: v for k, v in (backend_options or {}).items() if k not in _SPEED_OPTIONS},
         "template_version": TEMPLATE_VERSION,
     }
 
@@ -453,6 +453,27 @@ def spectra_prior(
 
     folder = artifacts.run_stage(runs, "probe", config, build, fresh=fresh)
     return PriorTable.load(folder / "prior.parquet")
+
+
+_SPEED_OPTIONS = ("batch_size",)
+"""Backend options that change speed, not scores: left out of the cache key."""
+
+
+def _with_defaults(readout: str, options: dict) -> dict:
+    """The readout's constructor arguments with defaults filled in, so explicit defaults share the cache."""
+    import inspect
+
+    from spectra_rec.probe.readouts import READOUTS
+
+    if readout == "dg":
+        from spectra_rec.probe.dg import DGReadout as cls
+    elif readout == "rerank":
+        from spectra_rec.probe.reranker import RerankerReadout as cls
+    else:
+        cls = READOUTS[readout]
+    bound = inspect.signature(cls.__init__).bind_partial(None, **options)
+    bound.apply_defaults()
+    return {k: v for k, v in list(bound.arguments.items())[1:]}
 
 
 def _jsonable(obj):
