@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATE_SETS), choices=CANDIDATE_SETS)
     p.add_argument("--top-n", type=int, default=200, help="retrieval depth")
     p.add_argument("--index", default="flat", choices=FAISS_INDEXES, help="Faiss index for retrieval")
+    p.add_argument("--selection", default="1se", choices=["1se", "max"],
+                   help="1se: the smallest w within one paired standard error of the best dev NDCG; max: the best")
     p.add_argument("--select-on", default="each",
                    help="each: every candidate set picks its own (normalization, w) on the dev cohort; "
                         "a candidate set name: its dev choice is applied to all sets")
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
             split_ratio=args.split_ratio, taxonomy=args.taxonomy, prior=args.prior, w=args.w, epochs=args.epochs,
             **({"w_grid": tuple(args.w_grid)} if args.w_grid else {}),
             max_users=args.max_users, candidate_sets=tuple(args.candidates),
-            select_on=args.select_on,
+            select_on=args.select_on, selection=args.selection,
             top_n=args.top_n, index=args.index, normalizations=tuple(args.normalization), n_boot=args.n_boot,
             seed=args.seed, device=args.device, runs=args.runs, out=args.out, fresh=args.fresh,
         )

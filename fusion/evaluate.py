@@ -5,7 +5,9 @@ target's 1-based rank among its candidates (ties count against the target; a tar
 missing from the candidate set has r = inf):
 NDCG@k = 1/log2(r+1) if r <= k else 0;  HR@k = [r <= k];  MRR@k = 1/r if r <= k else 0.
 Averages happen once, in :func:`summarize`. (normalization, w) are chosen on the dev
-cohort; the reported cohort is disjoint from it.
+cohort; the reported cohort is disjoint from it. The default rule is the one-standard-error
+rule: the smallest w whose dev NDCG is within one paired standard error of the best, so that a
+dev maximum that is within noise of w = 0 (a few hundred dev users, 48 settings) is not taken.
 """
 
 from __future__ import annotations
@@ -90,30 +92,57 @@ class SetResult:
     info: dict = field(default_factory=dict)
 
 
-def sweep(cases: CaseScores, w_grid, normalizations, dev: np.ndarray, test: np.ndarray, k: int = 10) -> dict:
-    """Mean NDCG@k per (normalization, w): on dev (selection) and on test per slice (curves)."""
+SELECTION_RULES = ("1se", "max")
+"""How (normalization, w) is picked from the dev sweep: one-standard-error rule, or the plain maximum."""
+
+
+def sweep(cases: CaseScores, w_grid, normalizations, dev: np.ndarray, test: np.ndarray, k: int = 10,
+          dev_cases: dict | None = None) -> dict:
+    """Mean NDCG@k per (normalization, w): on dev (selection) and on test per slice (curves).
+
+    ``dev_cases``, when given, receives the per-case dev NDCG@k: {normalization: (len(w_grid), n_dev)}.
+    """
     out = {}
     key = f"ndcg@{k}"
     for norm in normalizations:
         dev_curve, test_curves = [], {s: [] for s in ("overall", *SLICES)}
+        rows = []
         for w in w_grid:
             m = cases.per_case(w, norm, k)[key]
+            rows.append(m[dev])
             dev_curve.append(float(m[dev].mean()) if dev.any() else float("nan"))
             test_curves["overall"].append(float(m[test].mean()) if test.any() else float("nan"))
             for s, name in enumerate(SLICES):
                 sel = test & (cases.slices == s)
                 test_curves[name].append(float(m[sel].mean()) if sel.any() else float("nan"))
         out[norm] = {"dev": dev_curve, "test": test_curves}
+        if dev_cases is not None:
+            dev_cases[norm] = np.array(rows)
     return out
 
 
-def select(sweep_result: dict, w_grid) -> tuple[str, float, float]:
-    """The (normalization, w) with the best dev NDCG; ties go to the smaller w, then the first normalization."""
+def select(sweep_result: dict, w_grid, dev_cases: dict | None = None, rule: str = "max") -> tuple[str, float, float]:
+    """(normalization, w, dev NDCG): ``max`` = the best dev mean (ties: smaller w, then first normalization);
+    ``1se`` = the smallest w with mean(d) <= sd(d)/sqrt(n), d = best - candidate per dev case."""
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"selection rule must be one of {list(SELECTION_RULES)}, got {rule!r}")
     best = (None, None, -np.inf)
     for norm, curves in sweep_result.items():
         for w, v in zip(w_grid, curves["dev"]):
             if v > best[2] + 1e-12:
                 best = (norm, float(w), v)
+    if rule == "max" or best[0] is None:
+        return best
+    if dev_cases is None:
+        raise ValueError("the 1se rule needs the per-case dev values (dev_cases)")
+    ref = dev_cases[best[0]][list(w_grid).index(best[1])]
+    n = ref.size
+    for j in np.argsort(np.asarray(w_grid, dtype=float), kind="stable"):
+        for norm in sweep_result:
+            d = ref - dev_cases[norm][j]
+            se = d.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
+            if d.mean() <= se + 1e-12:
+                return norm, float(w_grid[j]), float(sweep_result[norm]["dev"][j])
     return best
 
 
@@ -163,14 +192,16 @@ def evaluate_set(
     fixed_w: float | None = None,
     fixed_norm: str | None = None,
     k: int = 10,
+    rule: str = "1se",
 ) -> SetResult:
     """Sweep on dev (unless w is fixed), then per-case base and fused metrics at the chosen setting."""
-    sw = sweep(cases, w_grid, normalizations, dev, test, k)
+    dev_cases: dict = {}
+    sw = sweep(cases, w_grid, normalizations, dev, test, k, dev_cases)
     if fixed_w is not None:
         norm = fixed_norm or normalizations[0]
         w, dev_best = fixed_w, float("nan")
     else:
-        norm, w, dev_best = select(sw, w_grid)
+        norm, w, dev_best = select(sw, w_grid, dev_cases, rule)
     base = cases.per_case(0.0, norm, k)
     fused = cases.per_case(w, norm, k)
     key = f"ndcg@{k}"
@@ -179,6 +210,8 @@ def evaluate_set(
     best_i = int(np.nanargmax(curve)) if np.isfinite(curve).any() else 0
     info = {
         "dev_ndcg_at_selected": dev_best,
+        "selection_rule": rule if fixed_w is None else "fixed",
+        "dev_best_max_rule": dict(zip(("normalization", "w", key), select(sw, w_grid))) if fixed_w is None else None,
         "best_w_on_test_paper_style": {
             "w": float(w_grid[best_i]),
             key: curve[best_i],

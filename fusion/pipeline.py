@@ -16,7 +16,7 @@ import numpy as np
 from fusion.backbones import Backbone, BackboneConfig, backbone_stage
 from fusion.blend import NORMALIZATIONS, affinity, check_w
 from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES, retrieval_candidates, sampled_negatives
-from fusion.evaluate import CaseScores, SetResult, evaluate_set
+from fusion.evaluate import SELECTION_RULES, CaseScores, SetResult, evaluate_set
 from spectra_rec.data.dataset import Dataset
 from spectra_rec.data.split import Split
 from spectra_rec.data.stage import DataConfig, data_stage
@@ -52,6 +52,9 @@ class FusionConfig:
     """``each``: every candidate set picks its own (normalization, w) on its dev cases (the scale of a
     normalization depends on the set: rank steps are 1/100 on neg99, 1/1000 on neg999); a set name:
     that set's dev choice is applied to all sets."""
+    selection: str = "1se"
+    """Rule that picks (normalization, w) from the dev sweep: ``1se`` (smallest w within one paired
+    standard error of the best) or ``max`` (the best dev mean)."""
     top_n: int = 200
     """Retrieval depth."""
     index: str = "flat"
@@ -99,6 +102,8 @@ class FusionConfig:
         for s in self.candidate_sets:
             if s not in CANDIDATE_SETS:
                 raise ConfigError(f"unknown candidate set {s!r}; options: {list(CANDIDATE_SETS)}")
+        if self.selection not in SELECTION_RULES:
+            raise ConfigError(f"selection must be one of {list(SELECTION_RULES)}, got {self.selection!r}")
         if self.select_on != "each" and self.select_on not in self.candidate_sets:
             raise ConfigError(f"select_on must be 'each' or one of candidate_sets {list(self.candidate_sets)}, "
                               f"got {self.select_on!r}")
@@ -219,7 +224,8 @@ def run_fusion(config: FusionConfig) -> FusionRun:
         timing["candidates"] += time.perf_counter() - t
         t = time.perf_counter()
         fixed_w, fixed_norm = (config.w, None) if chosen is None else chosen
-        res = evaluate_set(cases, ~is_test, is_test, config.w_grid, config.normalizations, fixed_w, fixed_norm, config.k)
+        res = evaluate_set(cases, ~is_test, is_test, config.w_grid, config.normalizations, fixed_w, fixed_norm, config.k,
+                           config.selection)
         if shared and chosen is None:
             chosen = (res.w, res.normalization)
         sets[name] = res

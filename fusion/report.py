@@ -36,8 +36,9 @@ def results_dict(run: FusionRun) -> dict:
         "w": first.w if _one_choice(run) else None,
         "normalization": first.normalization if _one_choice(run) else None,
         "w_selected_on": ("fixed by --w" if cfg.w is not None
-                          else f"dev cohort, each candidate set on its own, {key}" if cfg.select_on == "each"
-                          else f"dev cohort, {cfg.select_on}, {key}"),
+                          else f"dev cohort, each candidate set on its own, {key}, {_RULES[cfg.selection]}"
+                          if cfg.select_on == "each"
+                          else f"dev cohort, {cfg.select_on}, {key}, {_RULES[cfg.selection]}"),
         "w_grid": list(cfg.w_grid),
         "cohorts": run.cohort_sizes,
         "backbone": {"folder": str(run.backbone.folder), "recbole": run.backbone.recbole_metrics},
@@ -60,6 +61,9 @@ def results_dict(run: FusionRun) -> dict:
             "info": r.info,
         }
     return out
+
+
+_RULES = {"1se": "one-standard-error rule", "max": "best dev mean"}
 
 
 def _one_choice(run: FusionRun) -> bool:

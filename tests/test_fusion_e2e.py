@@ -214,19 +214,26 @@ def test_shipped_yaml_layers_build_a_recbole_config_for_ml100k(model, tmp_path):
     assert cfg["dataset"] == "ml-100k-split" and cfg["loss_type"] == "CE" and cfg["MAX_ITEM_LIST_LENGTH"] >= 10
 
 
-def test_each_candidate_set_picks_its_own_dev_best_unless_one_set_is_shared(syn_dir, runs, sasrec):
-    """Default select_on='each': a set's (normalization, w) is the argmax of its own dev sweep;
-    select_on='neg99' applies neg99's choice to every set."""
+def test_each_candidate_set_picks_its_own_dev_choice_unless_one_set_is_shared(syn_dir, runs, sasrec):
+    """Default select_on='each' with the 1se rule: per set, w is at most the dev-best w (the max rule,
+    recorded in info); selection='max' takes the dev best; select_on='neg99' shares neg99's choice."""
     from fusion.evaluate import select
 
     cfg, run, results = sasrec
-    assert cfg.select_on == "each"
+    assert cfg.select_on == "each" and cfg.selection == "1se"
     for name, r in run.sets.items():
         norm, w, _ = select(r.sweep, cfg.w_grid)
-        assert (r.normalization, r.w) == (norm, w), name
+        assert r.info["dev_best_max_rule"]["w"] == w and r.info["dev_best_max_rule"]["normalization"] == norm
+        assert r.w <= w and r.info["selection_rule"] == "1se"
         assert results["candidates"][name]["w"] == r.w
     assert results["w_selected_on"].startswith("dev cohort, each candidate set")
-    shared = run_fusion(_config(syn_dir, runs, select_on="neg99"))
-    assert {(r.w, r.normalization) for r in shared.sets.values()} == {(run.sets["neg99"].w, run.sets["neg99"].normalization)}
+    assert results["w_selected_on"].endswith("one-standard-error rule")
+    best = run_fusion(_config(syn_dir, runs, selection="max"))
+    for name, r in best.sets.items():
+        assert (r.normalization, r.w) == select(r.sweep, cfg.w_grid)[:2], name
+    shared = run_fusion(_config(syn_dir, runs, select_on="neg99", selection="max"))
+    assert {(r.w, r.normalization) for r in shared.sets.values()} == {(best.sets["neg99"].w, best.sets["neg99"].normalization)}
     with pytest.raises(ConfigError, match="select_on must be 'each' or one of"):
         _config(syn_dir, runs, select_on="neg5")
+    with pytest.raises(ConfigError, match="selection must be one of"):
+        _config(syn_dir, runs, selection="median")

@@ -54,3 +54,35 @@ def test_summarize_reports_empty_slice_as_nan_with_warning():
     assert out["head"]["ndcg@10"] == pytest.approx(0.5)
     assert out["mid"]["n"] == 0 and np.isnan(out["mid"]["ndcg@10"])
     assert out["tail"]["ndcg@10"] == pytest.approx(0.5)
+
+
+def _sweep(dev_rows: dict, grid):
+    return {norm: {"dev": [float(r.mean()) for r in rows]} for norm, rows in dev_rows.items()}, \
+        {norm: np.array(rows) for norm, rows in dev_rows.items()}
+
+
+def test_one_standard_error_rule_by_hand():
+    """A consistent dev gain keeps the best w; a gain within one paired SE gives way to the smallest such w."""
+    from fusion.evaluate import select
+
+    grid = [0.0, 0.1, 0.5]
+    base = np.array([0.2, 0.4, 0.6, 0.8])
+    # d = best - candidate per case: for w=0.1 d = [0.1, 0, 0.1, 0] -> mean 0.05, sd 0.0577, se 0.0289
+    #                                  for w=0   d = [0.1, 0.1, 0.1, 0.1] -> mean 0.1, se 0 -> outside
+    best = base + 0.1
+    w01 = best - np.array([0.1, 0.0, 0.1, 0.0])
+    sw, cases = _sweep({"minmax": [base, w01, best]}, grid)
+    assert select(sw, grid, rule="max")[:2] == ("minmax", 0.5)
+    d = best - w01
+    assert d.mean() > d.std(ddof=1) / np.sqrt(4)  # mean 0.05 > se 0.029: w=0.1 is outside one SE
+    assert select(sw, grid, cases, rule="1se")[:2] == ("minmax", 0.5)
+    # noisier: the same mean gap with a large spread falls inside one SE, and the smallest such w wins
+    noisy = best - np.array([0.4, -0.2, 0.3, -0.3])  # d mean 0.05, sd 0.33, se 0.16
+    sw, cases = _sweep({"minmax": [base, noisy, best], "rank": [base, base + 0.05, best - 0.01]}, grid)
+    assert select(sw, grid, cases, rule="1se")[:2] == ("minmax", 0.1)
+    # and w = 0 itself when its gap is within noise
+    base_noisy = best - np.array([0.5, -0.3, 0.4, -0.3])  # d mean 0.075, se 0.2
+    sw, cases = _sweep({"minmax": [base_noisy, noisy, best]}, grid)
+    assert select(sw, grid, cases, rule="1se")[:2] == ("minmax", 0.0)
+    with pytest.raises(ValueError, match="selection rule must be one of"):
+        select(sw, grid, cases, rule="median")
