@@ -20,6 +20,7 @@ log = logging.getLogger("run_fusion")
 
 def parse_args(argv=None) -> argparse.Namespace:
     from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES
+    from fusion.evaluate import SELECTION_RULES
     from spectra_rec.data.cli import add_data_arguments
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATE_SETS), choices=CANDIDATE_SETS)
     p.add_argument("--top-n", type=int, default=200, help="retrieval depth")
     p.add_argument("--index", default="flat", choices=FAISS_INDEXES, help="Faiss index for retrieval")
-    p.add_argument("--selection", default="1se", choices=["1se", "max"],
+    p.add_argument("--selection", default=SELECTION_RULES[0], choices=SELECTION_RULES,
                    help="1se: the smallest w within one paired standard error of the best dev NDCG; max: the best")
     p.add_argument("--select-on", default="each",
                    help="each: every candidate set picks its own (normalization, w) on the dev cohort; "

@@ -162,25 +162,26 @@ def _users_summary(users, val_users) -> dict:
     return {"train": int(len(users)), "val": int(len(val_users))}
 
 
-def _tokenizer_info(tokenizer, ds) -> dict:
+def _manifest_common(tokenizer, ds, stage_config: dict, users, val_users) -> dict:
+    """Manifest entries both stages record: tokenizer, answer-token ids, data identity, template, users."""
     from spectra_rec.align.tokenizer import check_single_tokens, token_cost
 
     return {
-        "class": type(tokenizer).__name__,
-        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
-        "size": len(tokenizer),
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "category_token_cost": token_cost(tokenizer, ds.categories),
-        "_verbalizer_ids": check_single_tokens(tokenizer, T.Verbalizers().all()),
-        "_letter_ids": check_single_tokens(tokenizer, T.ANSWER_LETTERS),
+        "tokenizer": {
+            "class": type(tokenizer).__name__,
+            "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+            "size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "category_token_cost": token_cost(tokenizer, ds.categories),
+        },
+        "verbalizer_ids": check_single_tokens(tokenizer, T.Verbalizers().all()),
+        "letter_ids": check_single_tokens(tokenizer, T.ANSWER_LETTERS),
+        "data": stage_config["data"],
+        "template_version": T.TEMPLATE_VERSION,
+        "users": _users_summary(users, val_users),
     }
-
-
-def _split_tok_info(info: dict) -> tuple[dict, dict, dict]:
-    info = dict(info)
-    return info, info.pop("_verbalizer_ids"), info.pop("_letter_ids")
 
 
 def cpt_stage_config(ds, split, config: AlignConfig, users, val_users) -> dict:
@@ -219,7 +220,7 @@ def run_cpt(ds, split, config: AlignConfig, runs: Path, fresh: bool, device: str
             dtype = torch.float32 if config.resolved_cpt_mode == "full" else None
             model, tokenizer = load_base_model(config.base_model, dtype=dtype, device=device,
                                                trust_remote_code=config.trust_remote_code)
-        tok_info, verbalizer_ids, letter_ids = _split_tok_info(_tokenizer_info(tokenizer, ds))
+        common = _manifest_common(tokenizer, ds, stage_config, users, val_users)
         if config.resolved_cpt_mode == "lora":
             model = _peft(model, config.cpt_lora, config.seed)
         train_set = pack_documents(tokenizer, docs, config.max_length)
@@ -243,12 +244,7 @@ def run_cpt(ds, split, config: AlignConfig, runs: Path, fresh: bool, device: str
         return {
             "kind": "cpt",
             "base": base | {"weights": weights},
-            "tokenizer": tok_info,
-            "verbalizer_ids": verbalizer_ids,
-            "letter_ids": letter_ids,
-            "data": stage_config["data"],
-            "template_version": T.TEMPLATE_VERSION,
-            "users": _users_summary(users, val_users),
+            **common,
             "corpus": {"documents": len(docs), "blocks": len(train_set), "tokens": train_set.n_tokens,
                        "val_blocks": len(val_set)},
             "training": summary,
@@ -339,7 +335,7 @@ def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Pa
                                                trust_remote_code=config.trust_remote_code)
             base = {"kind": "hf", "path": str(Path(config.base_model).resolve())}
             cpt_summary = None
-        tok_info, verbalizer_ids, letter_ids = _split_tok_info(_tokenizer_info(tokenizer, ds))
+        common = _manifest_common(tokenizer, ds, stage_config, users, val_users)
         budget = prompt_budget(tokenizer, ds, config)
         fit = make_fit(tokenizer, budget)
         examples = C.sft_examples(ds, split, users, config.sft, seed=config.seed, fit=fit)
@@ -367,12 +363,7 @@ def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Pa
         return {
             "kind": "sft",
             "base": base,
-            "tokenizer": tok_info,
-            "verbalizer_ids": verbalizer_ids,
-            "letter_ids": letter_ids,
-            "data": stage_config["data"],
-            "template_version": T.TEMPLATE_VERSION,
-            "users": _users_summary(users, val_users),
+            **common,
             "examples": {"train": len(train_set), "val": len(val_examples), "formats": formats,
                          "tokens": train_set.n_tokens, "answer_tokens": train_set.n_label_tokens,
                          "trainable_parameters": int(trainable)},

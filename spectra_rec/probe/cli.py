@@ -13,7 +13,7 @@ import logging
 
 from spectra_rec.errors import ConfigError
 from spectra_rec.probe.cli_common import add_common, run_probe, set_threads
-from spectra_rec.probe.readouts import PROBE_READOUTS
+from spectra_rec.probe.readouts import L2_PROMPTS, PROBE_READOUTS
 from spectra_rec.text.templates import Verbalizers
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau-l2", type=float, help="hier: temperature of p(c2 | c1) (default --tau)")
     p.add_argument("--verbalizers", default="Yes,yes/No,no", help="affirmative/negative answer words")
     p.add_argument("--branches", default="all", help="hier: all | top:b | tail:b")
-    p.add_argument("--l2-prompt", default="conditional", choices=["conditional", "flat"],
+    p.add_argument("--l2-prompt", default=L2_PROMPTS[0], choices=list(L2_PROMPTS),
                    help="hier: ask about an L2 category given its L1 parent (what SFT teaches) or on its own")
     p.add_argument("--unexpanded", default="uniform", choices=["uniform", "zero"],
                    help="hier: mass of branches not expanded (spread over children, or dropped)")
