@@ -49,7 +49,7 @@ def main() -> None:
         c = res["candidates"]["neg99"]
         rows.append({
             "model": model, "cold_s": cold, "warm_s": warm, "epochs": rb["epochs_run"],
-            "s_per_epoch": rb["seconds_per_epoch"], "recbole_test_ndcg@10": rb["test"]["ndcg@10"],
+            "s_per_epoch": json.loads((out / "timing.json").read_text())["backbone"]["seconds_per_epoch"], "recbole_test_ndcg@10": rb["test"]["ndcg@10"],
             "w": c["w"], "norm": c["normalization"],
             **{f"neg99 {s} base/fused": f"{c['base'][s]['ndcg@10']:.4f}/{c['fused'][s]['ndcg@10']:.4f}"
                for s in ("overall", "head", "mid", "tail")},

@@ -52,7 +52,7 @@ def sasrec(syn_dir, runs):
 def test_results_json_has_the_documented_schema_and_files(sasrec):
     cfg, run, results = sasrec
     on_disk = json.loads((cfg.out / "results.json").read_text())
-    for key in ("model", "dataset", "prior", "w", "w_grid", "candidates", "timing_s"):
+    for key in ("model", "dataset", "prior", "w", "w_grid", "candidates"):
         assert key in on_disk
     assert on_disk["model"] == "SASRec" and on_disk["prior"] == "uhf"
     assert 0.0 in on_disk["w_grid"] and 1.0 in on_disk["w_grid"]
@@ -67,7 +67,10 @@ def test_results_json_has_the_documented_schema_and_files(sasrec):
         assert n["overall"]["n"] == n["head"]["n"] + n["mid"]["n"] + n["tail"]["n"] == run.cohort_sizes["test"]
     for f in ("results.md", "per_user.csv", "sweep.png", "slices.png"):
         assert (cfg.out / f).stat().st_size > 0
-    assert {"data", "backbone", "prior", "candidates", "evaluate"} <= set(on_disk["timing_s"])
+    timing = json.loads((cfg.out / "timing.json").read_text())  # run-to-run figures live outside results.json
+    assert {"data", "backbone", "prior", "candidates", "evaluate"} <= set(timing["stages_s"])
+    assert "train_seconds" not in on_disk["backbone"]["recbole"] and timing["backbone"]["train_seconds"] >= 0
+    assert not [p.name for p in cfg.out.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
 def test_reported_cohort_is_disjoint_from_the_dev_cohort_that_chose_w(sasrec):
@@ -122,7 +125,6 @@ def test_warm_rerun_reuses_the_backbone(syn_dir, runs, sasrec):
     again = run_fusion(_config(syn_dir, runs))
     assert again.backbone.folder == run.backbone.folder
     assert json.loads((run.backbone.folder / "manifest.json").read_text())["created"] == manifest["created"]
-    assert again.timing["backbone"] < 2.0
 
 
 def test_corrupt_cached_backbone_is_retrained_with_a_warning(syn_dir, runs):

@@ -327,7 +327,8 @@ def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Pa
         from spectra_rec.align.train import encode_examples, train
 
         if cpt_dir is not None:
-            model, tokenizer, cpt_manifest = load_stage_model(cpt_dir, device=device, merge=True)
+            model, tokenizer, cpt_manifest = load_stage_model(cpt_dir, device=device, merge=True,
+                                                              trust_remote_code=config.trust_remote_code)
             base = {"kind": "cpt", "dir": os.path.relpath(cpt_dir, sft_root)}
             cpt_summary = _cpt_digest(read_align_manifest(cpt_dir))
         else:
