@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion.backbones import Backbone, BackboneConfig, backbone_stage
+from fusion.backbones import Backbone, BackboneConfig, backbone_stage, check_backbone_inputs
 from fusion.blend import NORMALIZATIONS, affinity, check_w
 from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES, retrieval_candidates, sampled_negatives
 from fusion.evaluate import SELECTION_RULES, CaseScores, SetResult, evaluate_set
@@ -141,7 +141,7 @@ def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, 
         return spectra_prior(data_config, split, runs=runs, readout=SPECTRA_PRIORS[spec], fresh=fresh)
     path = Path(spec)
     if path.suffix in (".parquet", ".csv"):
-        return PriorTable.load(path)
+        return PriorTable.load(path, categories=split.dataset.categories)  # columns named before row sums
     raise ConfigError(
         f"--prior {spec!r} is neither a prior name ({sorted(HISTORY_PRIORS) + sorted(SPECTRA_PRIORS)}) "
         "nor a .parquet/.csv prior table"
@@ -196,10 +196,11 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     ds, split, data_folder = data_stage(data_config, config.runs, config.fresh)
     timing["data"] = time.perf_counter() - t
 
-    t = time.perf_counter()
+    # Every user-supplied input is checked before the backbone trains (minutes on a clean runs/):
+    # the model name and YAML layers, then the prior (a table file is read and matched to the
+    # dataset's categories and cohort here). Taxonomy and category field were checked by the data stage.
     bconf = BackboneConfig(config.model, config.epochs, config.backbone_seed, config.device, config.backbone_overrides)
-    backbone = backbone_stage(split, data_folder, bconf, config.runs, config.fresh)
-    timing["backbone"] = time.perf_counter() - t
+    check_backbone_inputs(bconf, ds.name)
 
     t = time.perf_counter()
     table = resolve_prior(config.prior, split, data_config, config.runs, config.fresh)
@@ -209,6 +210,10 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     P = table.matrix(ds, users)
     timing["prior"] = time.perf_counter() - t
     log.info("prior %s: %d users x %d categories; cohorts dev %d / test %d", table.method, *P.shape, len(dev), len(test))
+
+    t = time.perf_counter()
+    backbone = backbone_stage(split, data_folder, bconf, config.runs, config.fresh)
+    timing["backbone"] = time.perf_counter() - t
 
     sets: dict[str, SetResult] = {}
     timing["candidates"] = 0.0

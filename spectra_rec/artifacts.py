@@ -1,4 +1,4 @@
-"""Stage caching (ARCHITECTURE.md section 7): a folder per stage named by a hash of its configuration.
+"""Stage caching: a folder per stage named by a hash of its configuration.
 
 A stage is skipped when a complete folder (with ``manifest.json``) exists for the same
 hash. Work happens in a temporary sibling folder that is renamed on success, so an

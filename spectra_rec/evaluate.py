@@ -606,7 +606,7 @@ def load_priors(split, specs) -> dict:
         if name is None and is_history_spec(spec):
             table, name = history_prior(split, spec), spec
         elif name is not None or Path(path).suffix in (".parquet", ".csv") or Path(path).exists():
-            table = PriorTable.load(path)
+            table = PriorTable.load(path, categories=split.dataset.categories)  # missing columns named first
             if name is None:
                 name = table.method if table.method != "unknown" else Path(path).stem
                 if name in out:

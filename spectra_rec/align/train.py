@@ -167,10 +167,45 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, n_train: i
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* ``checkpoint-N`` folder; incomplete ones (a kill during a save) are removed.
+
+    The Trainer writes ``trainer_state.json`` last, after the weights, optimizer, scheduler and
+    RNG states, and not atomically: a checkpoint counts as complete when that file parses and
+    names step N. Taking the highest-numbered folder regardless made every rerun after such a
+    kill crash until the work folder was thrown away.
+    """
+    import json
+    import re
+    import shutil
 
     output_dir = Path(output_dir)
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for d in output_dir.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and d.is_dir():
+            found.append((int(m.group(1)), d))
+    for step, d in sorted(found, reverse=True):
+        try:
+            state = json.loads((d / "trainer_state.json").read_text())
+            if int(state.get("global_step", -1)) == step:
+                return str(d)
+        except (OSError, ValueError):
+            pass
+        log.warning("removing incomplete checkpoint %s (interrupted while saving)", d)
+        shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
+def _tokens_at(checkpoint: str | None) -> int:
+    """Input tokens already seen when ``checkpoint`` was saved (0 for a fresh start)."""
+    import json
+
+    if checkpoint is None:
+        return 0
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(state.get("num_input_tokens_seen") or 0)
 
 
 def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDataset], cfg: TrainConfig,
@@ -193,7 +228,20 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         callbacks=callbacks,
     )
     resume = last_checkpoint(ckpt_dir)
-    before = {} if resume else _evaluate(trainer, eval_sets)
+    # The losses before training are measured once, on the fresh model, and kept in the work
+    # folder: a resumed run reports them instead of an empty dict.
+    before_file = Path(work_dir) / "eval_loss_before.json"
+    before = _read_json(before_file) if resume else None
+    if before is None:
+        if resume:
+            log.warning("%s: no recorded eval_loss_before for this resumed run", before_file)
+            before = {}
+        else:
+            before = _evaluate(trainer, eval_sets)
+            from spectra_rec import artifacts
+
+            artifacts.write_json(before_file, before)
+    tokens_before = _tokens_at(resume)
     if resume:
         log.info("resuming from %s", resume)
     t0 = time.perf_counter()
@@ -207,6 +255,7 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
     ]
     losses = [c["loss"] for c in curve]
     tokens = int(trainer.state.num_input_tokens_seen)
+    tokens_this_run = tokens - tokens_before  # a resumed run's clock covers only its own steps
     summary = {
         "steps": int(trainer.state.global_step),
         "epochs": round(float(trainer.state.epoch or 0.0), 4),
@@ -215,7 +264,8 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         "train_tokens_per_epoch": train_set.n_tokens,
         "tokens_seen": tokens,
         "seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
+        "tokens_this_run": tokens_this_run,
+        "tokens_per_second": round(tokens_this_run / seconds, 1) if seconds > 0 else None,
         "train_loss_mean": round(float(result.training_loss), 5),
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
@@ -230,6 +280,15 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         summary["train_loss_last"], before, after,
     )
     return summary
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _evaluate(trainer, eval_sets: dict[str, ListDataset]) -> dict:
