@@ -252,4 +252,5 @@ def run_fusion(config: FusionConfig) -> FusionRun:
 def config_dict(config: FusionConfig) -> dict:
     d = asdict(config)
     d["runs"], d["out"] = str(config.runs), (str(config.out) if config.out else None)
+    d.pop("fresh")  # how the run was scheduled, not what it computed: a --fresh rerun gives the same results.json
     return d
