@@ -110,6 +110,19 @@ def _resolved_yaml(model: str, dataset_name: str) -> dict:
     return out
 
 
+SPEED_KEYS = ("worker", "eval_batch_size", "show_progress")
+"""RecBole keys that change speed or output, not the trained model: left out of the cache key."""
+
+
+def backbone_stage_config(config: "BackboneConfig", dataset_name: str, data_folder: Path) -> dict:
+    """The backbone stage's cache key: model settings, every resolved YAML key but the speed ones, the data stage."""
+    resolved = check_backbone_inputs(config, dataset_name)
+    backbone = asdict(config)
+    backbone["overrides"] = {k: v for k, v in config.overrides.items() if k not in SPEED_KEYS}
+    return {"backbone": backbone, "yaml": {k: v for k, v in resolved.items() if k not in SPEED_KEYS},
+            "data": Path(data_folder).name}
+
+
 def check_backbone_inputs(config: "BackboneConfig", dataset_name: str) -> dict:
     """Validate the model name and parse every YAML layer, before any training; returns the resolved keys."""
     if config.model not in SUPPORTED_MODELS:
@@ -142,8 +155,8 @@ def backbone_stage(
 ) -> Backbone:
     """Train (or reuse) ``config.model`` on the split's RecBole benchmark files and export its arrays."""
     ds = split.dataset
+    stage_config = backbone_stage_config(config, ds.name, data_folder)
     resolved = check_backbone_inputs(config, ds.name)
-    stage_config = {"backbone": asdict(config), "yaml": resolved, "data": Path(data_folder).name}
     folder = artifacts.stage_dir(runs, "backbone", stage_config)
     if artifacts.is_complete(folder) and not fresh:
         try:

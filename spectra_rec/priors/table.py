@@ -168,10 +168,10 @@ class PriorTable:
             import pyarrow.parquet as pq
 
             try:
+                _check_unique_columns(list(pq.read_schema(path).names), path)
                 tbl = pq.read_table(path)
             except (pa.ArrowException, OSError) as exc:
-                raise PriorTableError(f"{path}: not a readable Parquet file ({exc})") from None
-            _check_unique_columns(list(tbl.column_names), path)
+                raise PriorTableError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
             raw = (tbl.schema.metadata or {}).get(_META_KEY)
             meta = _parse_meta(raw, path) if raw else {}
             df = tbl.to_pandas()
@@ -186,7 +186,7 @@ class PriorTable:
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
                 if isinstance(exc, PriorTableError):
                     raise
-                raise PriorTableError(f"{path}: not a readable CSV prior table ({type(exc).__name__}: {exc})") from None
+                raise PriorTableError(f"{path}: not a readable CSV prior table ({type(exc).__name__}: {_one_line(exc)})") from None
             meta_path = Path(str(path) + ".meta.json")
             if meta_path.exists():
                 meta = _parse_meta(meta_path.read_bytes(), meta_path)
@@ -223,6 +223,11 @@ def check_columns(columns, categories, where: str) -> None:
         raise PriorTableError(
             f"{where}: category columns do not match the dataset's {len(expected)} categories: " + "; ".join(parts)
         )
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_unique_columns(names: list, path: Path) -> None:
