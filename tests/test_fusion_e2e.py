@@ -156,10 +156,15 @@ def test_corrupt_cached_backbone_is_retrained_with_a_warning(syn_dir, runs):
     ds, split, folder = data_stage(DataConfig(dataset=str(syn_dir)), runs)
     cfg = BackboneConfig("GRU4Rec", epochs=1, overrides=TINY["GRU4Rec"])
     first = backbone_stage(split, folder, cfg, runs)
-    (first.folder / "item_emb.npy").write_bytes(b"not a numpy file")
-    with pytest.warns(DataWarning, match="missing or corrupt"):
-        second = backbone_stage(split, folder, cfg, runs)
-    assert second.item_emb.shape == (ds.n_items, 16)
+    good = (first.folder / "item_emb.npy").read_bytes()
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x01  # still a valid .npy: only the digest recorded at write time catches it
+    for damaged in (b"not a numpy file", b"", good[: len(good) // 2], bytes(flipped)):
+        (first.folder / "item_emb.npy").write_bytes(damaged)
+        with pytest.warns(DataWarning, match="missing or corrupt"):
+            second = backbone_stage(split, folder, cfg, runs)
+        assert second.item_emb.shape == (ds.n_items, 16)
+        np.testing.assert_array_equal(second.item_emb, first.item_emb)  # retrained: same seed, same arrays
 
 
 def test_recbole_evaluator_scores_the_fused_wrapper(syn_dir, runs, sasrec, tmp_path, monkeypatch):

@@ -249,13 +249,13 @@ def test_probe_killed_mid_cohort_resumes_from_the_users_written(tmp_path, refere
     _, _, sft = reference_align
     ds, split = tiny_data()
     runs, ref_runs = tmp_path / "runs", tmp_path / "ref"
-    kw = dict(adapter=sft, chunk_users=4, progress=False)
+    kw = dict(adapter=sft, progress=False)
     run_and_kill(f"""
         from spectra_rec.probe.run import spectra_prior
         from spectra_rec.probe.testing import tiny_data
         ds, split = tiny_data()
-        spectra_prior(ds, split, {str(runs)!r}, "logit", adapter={str(sft)!r}, chunk_users=4, progress=False)
-    """, exists("probe/.*/prior.parquet.parts/shard-*/chunk-*.parquet", runs), tmp_path, jitter=0.2)
+        spectra_prior(ds, split, {str(runs)!r}, "logit", adapter={str(sft)!r}, progress=False)
+    """, exists("probe/.*/prior.parquet.parts/shard-*/chunk-*.parquet", runs), tmp_path, jitter=0.05)
     with caplog.at_level(logging.INFO):
         got = spectra_prior(ds, split, runs, "logit", **kw)
     assert "resuming," in caplog.text and "users already done" in caplog.text
@@ -324,3 +324,29 @@ def test_evaluate_killed_while_reporting_reruns_to_the_same_results(tmp_path, sy
     assert main(args) == 0
     assert leftovers(runs, tmp_path) == []
     assert (out / "results.json").read_bytes() == reference
+
+
+# ---- damaged align folders ---------------------------------------------------------------------------
+def test_damaged_align_folders_give_one_line_errors_naming_the_file(tmp_path, reference_align):
+    from spectra_rec.align.io import load_aligned
+    from spectra_rec.errors import DataError
+
+    ref_runs, _, ref_sft = reference_align
+    cases = {}
+    for what in ("no tokenizer", "damaged adapter", "truncated adapter"):
+        runs = tmp_path / what.replace(" ", "-")
+        shutil.copytree(ref_runs / "align", runs / "align")  # the SFT folder points at its CPT folder
+        cases[what] = runs / "align" / "sft" / ref_sft.name
+    shutil.rmtree(cases["no tokenizer"] / "tokenizer")
+    weights = cases["damaged adapter"] / "adapter" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte: safetensors would load it silently
+    weights.write_bytes(bytes(data))
+    weights = cases["truncated adapter"] / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    expected = {"no tokenizer": "tokenizer folder is missing", "damaged adapter": "does not match the digest",
+                "truncated adapter": "does not match the digest"}
+    for what, folder in cases.items():
+        with pytest.raises(DataError, match=expected[what]) as info:
+            load_aligned(folder, device="cpu", merge=True)
+        assert str(folder) in str(info.value) and "\n" not in str(info.value), what

@@ -169,6 +169,7 @@ def test_probe_key_covers_taxonomy_adapter_device_dtype_template_and_ignores_bat
     t1.write_text(json.dumps(tax))
     t2.write_text(json.dumps({l1: list(reversed(kids)) for l1, kids in tax.items()}))  # same names, new order
     d1, d2 = load_dataset(root, taxonomy=t1), load_dataset(root, taxonomy=t2)
+    assert run._data_identity(d1, split_dataset(d1)) != run._data_identity(d2, split_dataset(d2))
     a, b = _adapter(tmp_path, "a", {"kind": "sft", "n": 1}), _adapter(tmp_path, "b", {"kind": "sft", "n": 2})
     users = run.cohort(split)
 
@@ -222,8 +223,8 @@ def test_align_key_covers_base_model_weights_and_tokenizer_contents(syn, tmp_pat
     cfg = AlignConfig(base_model=str(base))
     users, val = select_users(split, cfg)
 
-    def key():
-        return config_hash(cpt_stage_config(ds, split, cfg, users, val, tmp_path / "runs"))
+    def key(*runs):
+        return config_hash(cpt_stage_config(ds, split, cfg, users, val, *runs))
 
     first = key()
     assert key() == first
@@ -232,8 +233,11 @@ def test_align_key_covers_base_model_weights_and_tokenizer_contents(syn, tmp_pat
     assert second != first
     (base / "tokenizer.json").write_text('{"version": "1.1"}')
     assert key() != second
-    memo = json.loads((tmp_path / "runs" / "align" / "base-digests.json").read_text())
-    assert len(memo) >= 3  # digests are reused while size and mtime stay the same
+    # With a runs folder the digests are remembered by size and modification time (hashed once).
+    runs = tmp_path / "runs"
+    assert key(runs) == key() == key(runs)
+    memo = json.loads((runs / "align" / "base-digests.json").read_text())
+    assert len(memo) == 3 and all(len(v) == 64 for v in memo.values())
 
 
 # ---- code and pickles from folders we did not write -------------------------------------------------------
@@ -241,7 +245,7 @@ def test_trust_remote_code_is_never_read_from_a_folders_manifest(tmp_path, monke
     """A manifest saying trust_remote_code=true must not switch it on; only the caller's flag does."""
     import transformers
 
-    from spectra_rec.align.io import load_stage_model
+    from spectra_rec.align.io import load_aligned, load_stage_model
 
     folder = tmp_path / "cpt"
     (folder / "model").mkdir(parents=True)
@@ -257,10 +261,13 @@ def test_trust_remote_code_is_never_read_from_a_folders_manifest(tmp_path, monke
         raise Stop
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", record)
-    for flag in (False, True):
-        with pytest.raises(Stop):
-            load_stage_model(folder, device="cpu", trust_remote_code=flag)
-    assert seen == [False, True]
+    with pytest.raises(Stop):
+        load_aligned(folder, device="cpu")  # what the probe path calls: no flag given
+    with pytest.raises(Stop):
+        load_stage_model(folder, device="cpu")
+    with pytest.raises(Stop):
+        load_stage_model(folder, device="cpu", trust_remote_code=True)  # the command-line flag
+    assert seen == [False, False, True]
 
 
 def test_load_recbole_model_refuses_a_checkpoint_the_manifest_does_not_vouch_for(tmp_path):
