@@ -215,11 +215,9 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
     Validation losses are measured before and after training on each of ``eval_sets``.
     Resumes from the last checkpoint under ``work_dir/checkpoints`` when there is one.
     """
-    from transformers import Trainer
-
     ckpt_dir = Path(work_dir) / "checkpoints"
     args = training_arguments(cfg, ckpt_dir, seed, len(train_set), group_by_length, bool(eval_sets))
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model,
         args=args,
         data_collator=Collator(tokenizer.pad_token_id),
@@ -280,6 +278,44 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         summary["train_loss_last"], before, after,
     )
     return summary
+
+
+def _trainer_class():
+    """The HF Trainer, with a length-grouped train order that a resumed run reproduces.
+
+    transformers builds its train ``LengthGroupedSampler`` without a generator, so the order is
+    drawn from the global RNG when the epoch starts; a resumed run restores the RNG of the
+    checkpoint first and so draws a different order, then skips the first batches of *that*
+    order: some examples are seen twice, others not at all. Here the order is a function of
+    (data_seed, epoch) only.
+    """
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        """Batches of similar length, shuffled by a generator seeded with (seed, epoch)."""
+
+        def __init__(self, base: LengthGroupedSampler, seed: int):
+            super().__init__(base.batch_size, lengths=base.lengths)
+            self.seed, self.epoch = int(seed), 0
+
+        def set_epoch(self, epoch: int) -> None:  # the Trainer calls this before each epoch
+            self.epoch = int(epoch)
+
+        def __iter__(self):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
+
+    class SeededOrderTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                sampler = EpochSeededLengthGroupedSampler(sampler, seed)
+            return sampler
+
+    return SeededOrderTrainer
 
 
 def _read_json(path: Path):
