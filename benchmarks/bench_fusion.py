@@ -60,7 +60,7 @@ def main() -> None:
             "model": model, "cold_s": cold, "cold_cpu_s": cold_cpu, "warm_s": warm,
             "peak_rss_gb (largest child so far)": f"{rss:.2f}", "epochs": rb["epochs_run"],
             "best_epoch": rb.get("best_epoch"), "stopped_early": rb.get("stopped_early"),
-            "s_per_epoch": rb["seconds_per_epoch"], "recbole_valid_ndcg@10": rb["valid"]["ndcg@10"],
+            "s_per_epoch": json.loads((out / "timing.json").read_text())["backbone"]["seconds_per_epoch"], "recbole_valid_ndcg@10": rb["valid"]["ndcg@10"],
             "recbole_test_ndcg@10": rb["test"]["ndcg@10"],
             "w": c["w"], "norm": c["normalization"],
             **{f"neg99 {s} base/fused": f"{c['base'][s]['ndcg@10']:.4f}/{c['fused'][s]['ndcg@10']:.4f}"

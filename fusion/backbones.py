@@ -5,7 +5,8 @@ backbone is cached by configuration hash under ``runs/backbone/<hash>/`` with:
 
 - ``recbole/``: the split as RecBole benchmark files (train / valid / test), contexts cut to
   the backbone's ``MAX_ITEM_LIST_LENGTH`` (see :mod:`spectra_rec.data.export`);
-- ``model.pth``: RecBole's checkpoint (pickles its Config; loaded only by us, weights_only=False);
+- ``model.pth``: RecBole's checkpoint (pickles its Config; loaded with weights_only=False only
+  after its sha256 matches ``model_sha256`` in the folder's manifest, recorded at write time);
 - ``user_repr.npy``: (n_users, H) sequence representation of each user's whole train window
   (the context of the fusion target), rows in dataset user-index order (zeros: no train window);
 - ``item_emb.npy``: (n_items, H) item embeddings in dataset item-index order;
@@ -95,16 +96,27 @@ def config_layers(model: str, dataset_name: str) -> list[Path]:
     layers = []
     for name in ("base", model, dataset_name):
         p = CONFIG_DIR / f"{name}.yaml"
-        if p.exists() and yaml.safe_load(p.read_text()):
+        if p.exists() and _read_yaml(p):
             layers.append(p)
     return layers
+
+
+def _read_yaml(path: Path) -> dict:
+    """One YAML layer as a mapping; a syntax error or a non-mapping is a ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of RecBole keys, got {type(data).__name__}")
+    return data or {}
 
 
 def _resolved_yaml(model: str, dataset_name: str) -> dict:
     out: dict = {}
     known = _recbole_known_keys()
     for p in config_layers(model, dataset_name):
-        layer = yaml.safe_load(p.read_text()) or {}
+        layer = _read_yaml(p)
         unknown = sorted(set(layer) - known) if known else []
         for key in unknown:
             # RecBole's Config returns None for a key it never heard of: a typo trains with defaults
@@ -127,6 +139,26 @@ def _recbole_known_keys() -> frozenset:
     for f in props.rglob("*.yaml"):
         keys |= set(yaml.safe_load(f.read_text(encoding="utf-8")) or {})
     return frozenset(keys)
+
+
+SPEED_KEYS = ("worker", "eval_batch_size", "show_progress")
+"""RecBole keys that change speed or output, not the trained model: left out of the cache key."""
+
+
+def backbone_stage_config(config: "BackboneConfig", dataset_name: str, data_folder: Path) -> dict:
+    """The backbone stage's cache key: model settings, every resolved YAML key but the speed ones, the data stage."""
+    resolved = check_backbone_inputs(config, dataset_name)
+    backbone = _cache_fields(config)
+    backbone["overrides"] = {k: v for k, v in config.overrides.items() if k not in SPEED_KEYS}
+    return {"backbone": backbone, "yaml": {k: v for k, v in resolved.items() if k not in SPEED_KEYS},
+            "data": Path(data_folder).name}
+
+
+def check_backbone_inputs(config: "BackboneConfig", dataset_name: str) -> dict:
+    """Validate the model name and parse every YAML layer, before any training; returns the resolved keys."""
+    if config.model not in SUPPORTED_MODELS:
+        check_model_name(config.model)
+    return _resolved_yaml(config.model, dataset_name) | config.overrides
 
 
 def check_model_name(model: str) -> None:
@@ -154,15 +186,13 @@ def backbone_stage(
 ) -> Backbone:
     """Train (or reuse) ``config.model`` on the split's RecBole benchmark files and export its arrays."""
     ds = split.dataset
-    if config.model not in SUPPORTED_MODELS:
-        check_model_name(config.model)
-    resolved = _resolved_yaml(config.model, ds.name) | config.overrides
-    stage_config = {"backbone": _cache_fields(config), "yaml": resolved, "data": Path(data_folder).name}
+    stage_config = backbone_stage_config(config, ds.name, data_folder)
+    resolved = check_backbone_inputs(config, ds.name)
     folder = artifacts.stage_dir(runs, "backbone", stage_config)
     if artifacts.is_complete(folder) and not fresh:
         try:
             return load_backbone(folder, config.model, ds.n_users, ds.n_items)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError) as exc:  # np.load of an empty file: EOFError
             warnings.warn(
                 f"cached backbone {folder} is missing or corrupt ({exc}); retraining", DataWarning, stacklevel=2
             )
@@ -187,6 +217,10 @@ def _cache_fields(config: BackboneConfig) -> dict:
 
 def load_backbone(folder: Path, model: str, n_users: int, n_items: int) -> Backbone:
     folder = Path(folder)
+    recorded = (artifacts.read_manifest(folder).get("array_digests") or {}) if artifacts.is_complete(folder) else {}
+    for name, digest in recorded.items():  # a flipped byte still loads: compare with what was written
+        if artifacts.file_digest(folder / name) != digest:
+            raise ValueError(f"{folder / name} does not match the digest recorded in its manifest")
     user_repr = np.load(folder / "user_repr.npy")
     item_emb = np.load(folder / "item_emb.npy")
     if user_repr.shape[0] != n_users or item_emb.shape[0] != n_items or user_repr.shape[1] != item_emb.shape[1]:
@@ -285,8 +319,10 @@ def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Pat
         )
     train_seconds = time.perf_counter() - t0
 
-    # torch >= 2.6 refuses RecBole's pickled Config under weights_only=True: load our own file.
-    state = load_checkpoint(out / "model.pth", map_location=rconfig["device"])
+    # torch >= 2.6 refuses RecBole's pickled Config under weights_only=True: load our own file, whose
+    # digest goes into the manifest so later loads can check it before unpickling.
+    model_sha256 = artifacts.file_sha256(out / "model.pth")
+    state = load_checkpoint(out / "model.pth", model_sha256, map_location=rconfig["device"])
     model.load_state_dict(state["state_dict"])
     model.load_other_parameter(state.get("other_parameter"))
     test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
@@ -318,7 +354,8 @@ def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Pat
         config.model, epoch_log.epochs, train_seconds, metrics["test"].get("ndcg@10", float("nan")),
         metrics["test"].get("hit@10", float("nan")),
     )
-    return {"recbole_metrics": metrics}
+    arrays = {n: artifacts.file_digest(out / n) for n in ("user_repr.npy", "item_emb.npy")}
+    return {"recbole_metrics": metrics, "model_sha256": model_sha256, "array_digests": arrays}
 
 
 def _interactive() -> bool:
@@ -410,7 +447,8 @@ def _load_recbole_model(folder: Path, split: Split, config: BackboneConfig):
     from fusion.recbole_compat import load_checkpoint
 
     rconfig, rdata, (_, _, test_data), model = prepare_recbole(split, Path(folder) / "recbole", config, Path(folder))
-    state = load_checkpoint(Path(folder) / "model.pth", map_location=rconfig["device"])
+    manifest = artifacts.read_manifest(folder) if artifacts.is_complete(folder) else {}
+    state = load_checkpoint(Path(folder) / "model.pth", manifest.get("model_sha256"), map_location=rconfig["device"])
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model, rdata, rconfig, test_data

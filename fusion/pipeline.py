@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion.backbones import Backbone, BackboneConfig, backbone_stage
+from fusion.backbones import Backbone, BackboneConfig, backbone_stage, check_backbone_inputs
 from fusion.blend import NORMALIZATIONS, affinity, check_w
 from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES, retrieval_candidates, sampled_negatives
 from fusion.evaluate import SELECTION_RULES, CaseScores, SetResult, evaluate_set
@@ -151,7 +151,7 @@ def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, 
         return spectra_prior(data_config, split, runs=runs, readout=SPECTRA_PRIORS[spec], fresh=fresh)
     path = Path(spec)
     if path.suffix in (".parquet", ".csv"):
-        return PriorTable.load(path)
+        return PriorTable.load(path, categories=split.dataset.categories)  # columns named before row sums
     raise ConfigError(
         f"--prior {spec!r} is neither a prior name ({sorted(HISTORY_PRIORS) + sorted(SPECTRA_PRIORS)}) "
         "nor a .parquet/.csv prior table"
@@ -206,9 +206,11 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     ds, split, data_folder = data_stage(data_config, config.runs, config.fresh)
     timing["data"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    backbone = backbone_stage(split, data_folder, config.backbone_config(), config.runs, config.fresh)
-    timing["backbone"] = time.perf_counter() - t
+    # Every user-supplied input is checked before the backbone trains (minutes on a clean runs/):
+    # the model name and YAML layers, then the prior (a table file is read and matched to the
+    # dataset's categories and cohort here). Taxonomy and category field were checked by the data stage.
+    bconf = config.backbone_config()
+    check_backbone_inputs(bconf, ds.name)
 
     t = time.perf_counter()
     table = resolve_prior(config.prior, split, data_config, config.runs, config.fresh)
@@ -218,6 +220,10 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     P = table.matrix(ds, users)
     timing["prior"] = time.perf_counter() - t
     log.info("prior %s: %d users x %d categories; cohorts dev %d / test %d", table.method, *P.shape, len(dev), len(test))
+
+    t = time.perf_counter()
+    backbone = backbone_stage(split, data_folder, bconf, config.runs, config.fresh)
+    timing["backbone"] = time.perf_counter() - t
 
     sets: dict[str, SetResult] = {}
     timing["candidates"] = 0.0
@@ -256,4 +262,5 @@ def run_fusion(config: FusionConfig) -> FusionRun:
 def config_dict(config: FusionConfig) -> dict:
     d = asdict(config)
     d["runs"], d["out"] = str(config.runs), (str(config.out) if config.out else None)
+    d.pop("fresh")  # how the run was scheduled, not what it computed: a --fresh rerun gives the same results.json
     return d

@@ -1,7 +1,7 @@
 """The one place RecBole 1.2.1 is made to run on current numpy, pandas and torch.
 
 Import RecBole only through :func:`import_recbole` (or after importing this module).
-What is fixed, and why (see ../shared/PITFALLS.md):
+What is fixed, and why (each checked against RecBole 1.2.1's code):
 
 - numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which RecBole's
   ``Config`` reads to set ``np.float``, ``np.int``, ... as a side effect; its evaluator
@@ -13,7 +13,8 @@ What is fixed, and why (see ../shared/PITFALLS.md):
   lengths, and the chained ``df[f].fillna(..., inplace=True)`` silently does nothing.
   :func:`pandas3_patches` fixes both, and only while RecBole builds its dataset.
 - torch >= 2.6 loads with ``weights_only=True``; RecBole checkpoints pickle its Config.
-  :func:`load_checkpoint` loads files this toolkit wrote itself with ``weights_only=False``.
+  :func:`load_checkpoint` loads files this toolkit wrote itself with ``weights_only=False``,
+  after checking the sha256 recorded when they were written.
 - Importing RecBole's sequential models runs ``torch.autograd.set_detect_anomaly(True)`` at import
   time (``sine.py``), for the whole process; anomaly mode doubles every backward pass (a SASRec
   epoch on ml-100k: 69 s with it, 36 s without, identical metrics). :func:`import_recbole` imports
@@ -175,11 +176,28 @@ def quiet_recbole(tensorboard_dir: Path | None = None):
             h.removeFilter(filt)
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Load a RecBole checkpoint that this toolkit wrote (it pickles RecBole's Config)."""
+def load_checkpoint(path: Path, sha256: str | None, map_location="cpu") -> dict:
+    """Load a RecBole checkpoint that this toolkit wrote (it pickles RecBole's Config).
+
+    Unpickling runs code, so the file must match ``sha256``, the digest the backbone stage
+    recorded in its manifest when it wrote the file; anything else is refused unread.
+    """
     import torch
 
-    return torch.load(Path(path), map_location=map_location, weights_only=False)
+    from spectra_rec.artifacts import file_sha256
+    from spectra_rec.errors import DataError
+
+    path = Path(path)
+    if not sha256:
+        raise DataError(f"{path}: refusing to unpickle a checkpoint without a recorded sha256 "
+                        "(only backbone folders this toolkit wrote, with model_sha256 in manifest.json, are loaded)")
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise DataError(f"{path}: sha256 {actual[:16]}... does not match the {sha256[:16]}... recorded when it was "
+                        "written; refusing to unpickle a modified or foreign checkpoint")
+    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 _install_numpy_aliases()

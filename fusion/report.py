@@ -41,9 +41,9 @@ def results_dict(run: FusionRun) -> dict:
                           else f"dev cohort, {cfg.select_on}, {key}, {_RULES[cfg.selection]}"),
         "w_grid": list(cfg.w_grid),
         "cohorts": run.cohort_sizes,
-        "backbone": {"folder": str(run.backbone.folder), "recbole": run.backbone.recbole_metrics},
+        "backbone": {"folder": str(run.backbone.folder),
+                     "recbole": {k: v for k, v in run.backbone.recbole_metrics.items() if k not in _TIMING_KEYS}},
         "candidates": {},
-        "timing_s": {s: round(v, 3) for s, v in run.timing.items()},
         "config": config_dict(cfg),
         "data": run.data_summary,
     }
@@ -61,6 +61,16 @@ def results_dict(run: FusionRun) -> dict:
             "info": r.info,
         }
     return out
+
+
+_TIMING_KEYS = ("train_seconds", "seconds_per_epoch")
+"""Backbone figures that vary from run to run: in timing.json, so results.json is byte-identical for a seed."""
+
+
+def timing_dict(run: FusionRun) -> dict:
+    """timing.json: stage seconds and the backbone's training time (they differ between identical runs)."""
+    return {"stages_s": {s: round(v, 3) for s, v in run.timing.items()},
+            "backbone": {k: run.backbone.recbole_metrics.get(k) for k in _TIMING_KEYS}}
 
 
 _RULES = {"1se": "one-standard-error rule", "max": "best dev mean"}
@@ -200,16 +210,13 @@ def plots(results: dict, out: Path, k: int) -> list[Path]:
 
 
 def write_report(run: FusionRun, out: Path) -> dict:
-    """Write results.json, per_user.csv, results.md and the PNGs; return the results dict."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write results.json, timing.json, per_user.csv, results.md and the PNGs; return the results dict."""
     results = results_dict(run)
     k = run.config.k
-    artifacts.write_json(out / "results.json", results)
-    df = per_user_frame(run)
-    tmp = out / ".per_user.csv.tmp"
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.replace(out / "per_user.csv")
-    artifacts.write_text(out / "results.md", markdown(results, k))
-    plots(results, out, k)
+    with artifacts.publishing(out) as tmp:  # the folder appears complete or not at all
+        artifacts.write_json(tmp / "results.json", results)
+        artifacts.write_json(tmp / "timing.json", timing_dict(run))
+        per_user_frame(run).to_csv(tmp / "per_user.csv", index=False, float_format="%.6g")
+        artifacts.write_text(tmp / "results.md", markdown(results, k))
+        plots(results, tmp, k)
     return results

@@ -1,4 +1,4 @@
-"""Stage caching (ARCHITECTURE.md section 7): a folder per stage named by a hash of its configuration.
+"""Stage caching: a folder per stage named by a hash of its configuration.
 
 A stage is skipped when a complete folder (with ``manifest.json``) exists for the same
 hash. Work happens in a temporary sibling folder that is renamed on success, so an
@@ -16,8 +16,9 @@ import platform
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,15 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """Full sha256 hex digest of a file, read in chunks (constant memory for multi-GB weight files)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def versions() -> dict:
@@ -106,9 +116,9 @@ def run_stage(
     return final
 
 
-def _remove_orphans(final: Path) -> None:
+def _remove_orphans(final: Path, tags: tuple[str, ...] = ("tmp",)) -> None:
     """Delete temporary folders of this stage left by runs that were killed (their process is gone)."""
-    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+    for tmp in (t for tag in tags for t in final.parent.glob(f".{final.name}.{tag}-*")):
         try:
             pid = int(tmp.name.rsplit("-", 1)[1])
             os.kill(pid, 0)  # raises when no such process exists
@@ -117,6 +127,34 @@ def _remove_orphans(final: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         except PermissionError:
             pass  # alive, owned by someone else
+
+
+@contextmanager
+def publishing(out: Path) -> Iterator[Path]:
+    """Write a whole output folder atomically: yields a temporary sibling, renamed onto ``out`` on success.
+
+    An existing ``out`` is replaced only once the new folder is complete; temporary folders of
+    killed runs (their process is gone) are removed first, and the temporary folder is removed
+    when the body raises. A kill at any point leaves either the old or the new folder, never a
+    half-written one under the final name.
+    """
+    out = Path(out).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(out, ("tmp", "old"))
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        out.replace(old)
+    tmp.replace(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: Path, obj) -> Path:

@@ -158,9 +158,8 @@ class EvalResult:
         out = {
             k: getattr(self, k)
             for k in ("config", "methods", "baseline", "categories", "buckets", "n_users", "summary", "reference",
-                      "comparisons", "cohort_comparisons", "bias", "reliability", "fairness", "theory", "strata",
-                      "timing")
-        }
+                      "comparisons", "cohort_comparisons", "bias", "reliability", "fairness", "theory", "strata")
+        }  # timing goes to timing.json: results.json is byte-identical for the same inputs and seed
         out["variants"] = {k: v.to_dict() for k, v in self.variants.items()}
         return out
 
@@ -606,7 +605,7 @@ def load_priors(split, specs) -> dict:
         if name is None and is_history_spec(spec):
             table, name = history_prior(split, spec), spec
         elif name is not None or Path(path).suffix in (".parquet", ".csv") or Path(path).exists():
-            table = PriorTable.load(path)
+            table = PriorTable.load(path, categories=split.dataset.categories)  # missing columns named first
             if name is None:
                 name = table.method if table.method != "unknown" else Path(path).stem
                 if name in out:
@@ -655,11 +654,13 @@ def run(args) -> int:
         "stage": "evaluate", "config": config.to_dict(), "dataset": ds.name, "data_stage": str(data_dir),
         "priors": inputs, "seed": config.seed, "versions": artifacts.versions(),
     }
-    paths = write_report(result, out, manifest=manifest, figures=not args.no_figures)
-    t_report = time.perf_counter()
-    result.timing |= {"data_s": t_data - t0, "priors_s": t_priors - t_data, "evaluate_s": t_eval - t_priors,
-                      "report_s": t_report - t_eval, "total_s": t_report - t0}
-    artifacts.write_json(Path(out) / "timing.json", result.timing)
+    with artifacts.publishing(out) as tmp:  # the report folder appears complete or not at all
+        written = write_report(result, tmp, manifest=manifest, figures=not args.no_figures)
+        t_report = time.perf_counter()
+        result.timing |= {"data_s": t_data - t0, "priors_s": t_priors - t_data, "evaluate_s": t_eval - t_priors,
+                          "report_s": t_report - t_eval, "total_s": t_report - t0}
+        artifacts.write_json(tmp / "timing.json", result.timing)
+    paths = {name: Path(out) / Path(p).name for name, p in written.items()}
     print(headline_table(result))
     print(f"\nreport: {paths['report.md']}  ({result.timing['total_s']:.1f} s)")
     return 0

@@ -63,12 +63,9 @@ def trained(strong, tmp_path_factory):
     return sft_dir, runs, cfg, time.perf_counter() - t0
 
 
-def test_tiny_end_to_end_run_completes_in_seconds_and_caches(strong, tmp_path):
+def test_tiny_end_to_end_run_completes_and_caches(strong, tmp_path):
     cfg = quick_config(max_users=30)
-    t0 = time.perf_counter()
     out = pipeline.align(strong, cfg, runs=tmp_path)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 60, elapsed
     assert out.parent == tmp_path / "align" / "sft"
     manifest = json.loads((out / "manifest.json").read_text())
     for key in ("base", "tokenizer", "data", "template_version", "seed", "training", "cpt", "verbalizer_ids",
@@ -81,9 +78,7 @@ def test_tiny_end_to_end_run_completes_in_seconds_and_caches(strong, tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert not any(p.name.endswith(".work") for p in (tmp_path / "align" / "sft").iterdir())
     # Same configuration: reused without training (same folder, same manifest).
-    t0 = time.perf_counter()
     assert pipeline.align(strong, cfg, runs=tmp_path) == out
-    assert time.perf_counter() - t0 < 10
     assert json.loads((out / "manifest.json").read_text())["created"] == manifest["created"]
     # A different SFT setting reuses the CPT folder and writes a new SFT folder.
     out2 = pipeline.align(strong, quick_config(max_users=30, lora=LoraSettings(r=2, alpha=4)), runs=tmp_path)

@@ -52,7 +52,7 @@ def sasrec(syn_dir, runs):
 def test_results_json_has_the_documented_schema_and_files(sasrec):
     cfg, run, results = sasrec
     on_disk = json.loads((cfg.out / "results.json").read_text())
-    for key in ("model", "dataset", "prior", "w", "w_grid", "candidates", "timing_s"):
+    for key in ("model", "dataset", "prior", "w", "w_grid", "candidates"):
         assert key in on_disk
     assert on_disk["model"] == "SASRec" and on_disk["prior"] == "uhf"
     assert 0.0 in on_disk["w_grid"] and 1.0 in on_disk["w_grid"]
@@ -67,7 +67,10 @@ def test_results_json_has_the_documented_schema_and_files(sasrec):
         assert n["overall"]["n"] == n["head"]["n"] + n["mid"]["n"] + n["tail"]["n"] == run.cohort_sizes["test"]
     for f in ("results.md", "per_user.csv", "sweep.png", "slices.png"):
         assert (cfg.out / f).stat().st_size > 0
-    assert {"data", "backbone", "prior", "candidates", "evaluate"} <= set(on_disk["timing_s"])
+    timing = json.loads((cfg.out / "timing.json").read_text())  # run-to-run figures live outside results.json
+    assert {"data", "backbone", "prior", "candidates", "evaluate"} <= set(timing["stages_s"])
+    assert "train_seconds" not in on_disk["backbone"]["recbole"] and timing["backbone"]["train_seconds"] >= 0
+    assert not [p.name for p in cfg.out.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
 def test_reported_cohort_is_disjoint_from_the_dev_cohort_that_chose_w(sasrec):
@@ -92,12 +95,37 @@ def test_w0_reproduces_the_base_metrics_case_by_case(syn_dir, runs, sasrec):
             assert np.array_equal(r.base[m], r.fused[m])
 
 
-def test_exact_faiss_matches_recbole_full_sort_predict(syn_dir, runs, sasrec):
+@pytest.fixture(scope="module")
+def gru4rec(syn_dir, runs):
+    return run_fusion(_config(syn_dir, runs, model="GRU4Rec", w=0.0))
+
+
+@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
+def test_backbones_beat_a_random_ranker_on_synthetic_data(model, syn_dir, runs):
+    """Neg99: a random ranker puts the target at each of the 100 ranks with probability 1/100, so its
+    expected NDCG@10 is sum_{r=1..10} 1/100 / log2(r + 1) = 0.045 and its HR@10 is 0.1.
+
+    One epoch of the tiny models (the other tests' setting) is not enough: measured here, NDCG@10
+    0.047 (SASRec), barely above random. Six epochs at learning rate 0.01 learn the data (about 0.3)."""
+    overrides = TINY[model] | {"learning_rate": 0.01, "stopping_step": 100}
+    run = run_fusion(_config(syn_dir, runs, model=model, epochs=6, w=0.0, candidate_sets=("neg99",),
+                             backbone_overrides=overrides))
+    r = run.sets["neg99"]
+    random_ndcg = sum(1 / 100 / np.log2(rank + 1) for rank in range(1, 11))
+    ndcg, hr = r.base["ndcg@10"][r.test], r.base["hr@10"][r.test]
+    assert ndcg.mean() > 2 * random_ndcg and hr.mean() > 0.2, (ndcg.mean(), hr.mean())
+    from scipy.stats import wilcoxon
+
+    assert wilcoxon(ndcg - random_ndcg, alternative="greater").pvalue < 1e-3
+
+
+@pytest.mark.parametrize("name", ["SASRec", "GRU4Rec"])
+def test_exact_faiss_matches_recbole_full_sort_predict(name, syn_dir, runs, sasrec, gru4rec):
     import torch
 
-    _, run, _ = sasrec
+    run = sasrec[1] if name == "SASRec" else gru4rec
     ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
-    model, rdata, rconfig, test_data = load_recbole_model(run.backbone.folder, split, BackboneConfig("SASRec", 1, overrides=TINY["SASRec"]))
+    model, rdata, rconfig, test_data = load_recbole_model(run.backbone.folder, split, BackboneConfig(name, 1, overrides=TINY[name]))
     batch = next(iter(test_data))[0]
     with torch.no_grad():
         rb_scores = model.full_sort_predict(batch).numpy()
@@ -122,17 +150,21 @@ def test_warm_rerun_reuses_the_backbone(syn_dir, runs, sasrec):
     again = run_fusion(_config(syn_dir, runs))
     assert again.backbone.folder == run.backbone.folder
     assert json.loads((run.backbone.folder / "manifest.json").read_text())["created"] == manifest["created"]
-    assert again.timing["backbone"] < 2.0
 
 
 def test_corrupt_cached_backbone_is_retrained_with_a_warning(syn_dir, runs):
     ds, split, folder = data_stage(DataConfig(dataset=str(syn_dir)), runs)
     cfg = BackboneConfig("GRU4Rec", epochs=1, overrides=TINY["GRU4Rec"])
     first = backbone_stage(split, folder, cfg, runs)
-    (first.folder / "item_emb.npy").write_bytes(b"not a numpy file")
-    with pytest.warns(DataWarning, match="missing or corrupt"):
-        second = backbone_stage(split, folder, cfg, runs)
-    assert second.item_emb.shape == (ds.n_items, 16)
+    good = (first.folder / "item_emb.npy").read_bytes()
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x01  # still a valid .npy: only the digest recorded at write time catches it
+    for damaged in (b"not a numpy file", b"", good[: len(good) // 2], bytes(flipped)):
+        (first.folder / "item_emb.npy").write_bytes(damaged)
+        with pytest.warns(DataWarning, match="missing or corrupt"):
+            second = backbone_stage(split, folder, cfg, runs)
+        assert second.item_emb.shape == (ds.n_items, 16)
+        np.testing.assert_array_equal(second.item_emb, first.item_emb)  # retrained: same seed, same arrays
 
 
 def test_recbole_evaluator_scores_the_fused_wrapper(syn_dir, runs, sasrec, tmp_path, monkeypatch):

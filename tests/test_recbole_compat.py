@@ -142,7 +142,9 @@ def test_checkpoint_reloads_into_a_fresh_model(trained):
     # the pitfall this function exists for: torch >= 2.6 refuses RecBole's pickled Config by default
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         torch.load(path, map_location="cpu")
-    ckpt = load_checkpoint(path)
+    from spectra_rec.artifacts import file_sha256
+
+    ckpt = load_checkpoint(path, file_sha256(path))
     assert {"state_dict", "config", "epoch"} <= set(ckpt)
     config, (train, _, test) = trained["config"], trained["data"]
     torch.manual_seed(123)
@@ -225,3 +227,23 @@ def test_spectra_rec_never_imports_recbole(tmp_path):
     text = "\n".join(printed)
     assert re.search(r"^K \(categories\)\s+19$", text, re.M) and re.search(r"^users\s+943$", text, re.M)
     assert list(tmp_path.iterdir()) == [tmp_path / "runs"]  # nothing written to the working directory
+
+
+@pytest.mark.slow
+def test_checkpoint_is_unpickled_only_when_its_recorded_digest_matches(trained, tmp_path):
+    """The pickle load is reachable from load_recbole_model: a foreign or modified file is refused unread."""
+    import shutil
+
+    from fusion.recbole_compat import load_checkpoint
+    from spectra_rec.artifacts import file_sha256
+    from spectra_rec.errors import DataError
+
+    path = tmp_path / "model.pth"
+    shutil.copy(trained["trainer"].saved_model_file, path)
+    digest = file_sha256(path)
+    with pytest.raises(DataError, match=r"model\.pth: refusing to unpickle a checkpoint without a recorded sha256"):
+        load_checkpoint(path, None)
+    with path.open("ab") as f:
+        f.write(b"\0")  # one appended byte: still unpicklable, but no longer the file that was written
+    with pytest.raises(DataError, match=r"model\.pth: sha256 .* does not match"):
+        load_checkpoint(path, digest)

@@ -81,15 +81,46 @@ def select_users(split, config: AlignConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def base_fingerprint(config: AlignConfig) -> dict:
+BASE_MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.model", "*.txt", "*.jinja", "*.py", "*.tiktoken")
+"""Files of a base model folder whose contents change what it computes: config, weights, tokenizer, code."""
+
+
+def base_fingerprint(config: AlignConfig, memo: Path | None = None) -> dict:
+    """Identity of the base model: the sha256 of every weight, tokenizer, config and code file.
+
+    Fine-tuning a base model in place changes the weights and so the key. Hashing streams each
+    file (constant memory); with ``memo`` (a JSON file under ``runs/``) a digest is reused while
+    the file's size and modification time are unchanged, so a warm rerun on an 8B model does not
+    re-read 16 GB.
+    """
     if config.base_model is None:
         return {"kind": "scratch", "model": config.model.to_dict(), "vocab_size": config.vocab_size}
     path = Path(config.base_model)
-    cfg_file = path / "config.json"
-    digest = artifacts.file_digest(cfg_file) if cfg_file.exists() else None
-    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    sizes = {p.name: p.stat().st_size for p in weights}
-    return {"kind": "hf", "path": str(path.resolve()), "config_digest": digest, "weight_sizes": sizes}
+    files = sorted({f for pat in BASE_MODEL_FILES for f in path.glob(pat) if f.is_file()})
+    digests = _memo_digests(files, memo)
+    return {"kind": "hf", "path": str(path.resolve()), "files": {f.name: digests[f] for f in files}}
+
+
+def _memo_digests(files: list[Path], memo: Path | None) -> dict[Path, str]:
+    import json
+
+    known = {}
+    if memo is not None and memo.exists():
+        try:
+            known = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            known = {}  # a damaged memo only costs a re-hash
+    out, changed = {}, False
+    for f in files:
+        st = f.stat()
+        key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in known:
+            known[key] = artifacts.file_sha256(f)
+            changed = True
+        out[f] = known[key]
+    if memo is not None and changed:
+        artifacts.write_json(memo, known)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,11 +176,12 @@ def peak_rss_mb() -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _common(ds, split, config: AlignConfig, users, val_users) -> dict:
+def _common(ds, split, config: AlignConfig, users, val_users, runs: Path | None = None) -> dict:
+    memo = Path(runs) / "align" / "base-digests.json" if runs is not None else None
     return {
         "data": data_fingerprint(ds, split),
         "template_version": T.TEMPLATE_VERSION,
-        "base": base_fingerprint(config),
+        "base": base_fingerprint(config, memo),
         "seed": config.seed,
         "max_users": config.max_users,
         "val_fraction": config.val_fraction,
@@ -184,8 +216,8 @@ def _manifest_common(tokenizer, ds, stage_config: dict, users, val_users) -> dic
     }
 
 
-def cpt_stage_config(ds, split, config: AlignConfig, users, val_users) -> dict:
-    return _common(ds, split, config, users, val_users) | {
+def cpt_stage_config(ds, split, config: AlignConfig, users, val_users, runs: Path | None = None) -> dict:
+    return _common(ds, split, config, users, val_users, runs) | {
         "stage": "cpt",
         "cpt_mode": config.resolved_cpt_mode,
         "corpus": asdict(config.corpus),
@@ -197,7 +229,7 @@ def cpt_stage_config(ds, split, config: AlignConfig, users, val_users) -> dict:
 
 def run_cpt(ds, split, config: AlignConfig, runs: Path, fresh: bool, device: str | None = None) -> Path:
     users, val_users = select_users(split, config)
-    stage_config = cpt_stage_config(ds, split, config, users, val_users)
+    stage_config = cpt_stage_config(ds, split, config, users, val_users, runs)
 
     def train_fn(work: Path, out: Path) -> dict:
         from spectra_rec.align.model import build_tiny_qwen3, load_base_model
@@ -304,8 +336,9 @@ def make_fit(tokenizer, budget: int):
     return fit
 
 
-def sft_stage_config(ds, split, config: AlignConfig, users, val_users, cpt_dir: Path | None) -> dict:
-    return _common(ds, split, config, users, val_users) | {
+def sft_stage_config(ds, split, config: AlignConfig, users, val_users, cpt_dir: Path | None,
+                     runs: Path | None = None) -> dict:
+    return _common(ds, split, config, users, val_users, runs) | {
         "stage": "sft",
         "cpt": cpt_dir.name if cpt_dir is not None else None,
         "sft": config.sft.to_dict(),
@@ -318,7 +351,7 @@ def sft_stage_config(ds, split, config: AlignConfig, users, val_users, cpt_dir: 
 def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Path | None,
             device: str | None = None) -> Path:
     users, val_users = select_users(split, config)
-    stage_config = sft_stage_config(ds, split, config, users, val_users, cpt_dir)
+    stage_config = sft_stage_config(ds, split, config, users, val_users, cpt_dir, runs)
     sft_root = artifacts.stage_dir(Path(runs) / "align", "sft", stage_config)
 
     def train_fn(work: Path, out: Path) -> dict:
@@ -327,7 +360,8 @@ def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Pa
         from spectra_rec.align.train import encode_examples, train
 
         if cpt_dir is not None:
-            model, tokenizer, cpt_manifest = load_stage_model(cpt_dir, device=device, merge=True)
+            model, tokenizer, cpt_manifest = load_stage_model(cpt_dir, device=device, merge=True,
+                                                              trust_remote_code=config.trust_remote_code)
             base = {"kind": "cpt", "dir": os.path.relpath(cpt_dir, sft_root)}
             cpt_summary = _cpt_digest(read_align_manifest(cpt_dir))
         else:

@@ -167,10 +167,45 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, n_train: i
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* ``checkpoint-N`` folder; incomplete ones (a kill during a save) are removed.
+
+    The Trainer writes ``trainer_state.json`` last, after the weights, optimizer, scheduler and
+    RNG states, and not atomically: a checkpoint counts as complete when that file parses and
+    names step N. Taking the highest-numbered folder regardless made every rerun after such a
+    kill crash until the work folder was thrown away.
+    """
+    import json
+    import re
+    import shutil
 
     output_dir = Path(output_dir)
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for d in output_dir.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and d.is_dir():
+            found.append((int(m.group(1)), d))
+    for step, d in sorted(found, reverse=True):
+        try:
+            state = json.loads((d / "trainer_state.json").read_text())
+            if int(state.get("global_step", -1)) == step:
+                return str(d)
+        except (OSError, ValueError):
+            pass
+        log.warning("removing incomplete checkpoint %s (interrupted while saving)", d)
+        shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
+def _tokens_at(checkpoint: str | None) -> int:
+    """Input tokens already seen when ``checkpoint`` was saved (0 for a fresh start)."""
+    import json
+
+    if checkpoint is None:
+        return 0
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(state.get("num_input_tokens_seen") or 0)
 
 
 def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDataset], cfg: TrainConfig,
@@ -180,11 +215,9 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
     Validation losses are measured before and after training on each of ``eval_sets``.
     Resumes from the last checkpoint under ``work_dir/checkpoints`` when there is one.
     """
-    from transformers import Trainer
-
     ckpt_dir = Path(work_dir) / "checkpoints"
     args = training_arguments(cfg, ckpt_dir, seed, len(train_set), group_by_length, bool(eval_sets))
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model,
         args=args,
         data_collator=Collator(tokenizer.pad_token_id),
@@ -193,7 +226,20 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         callbacks=callbacks,
     )
     resume = last_checkpoint(ckpt_dir)
-    before = {} if resume else _evaluate(trainer, eval_sets)
+    # The losses before training are measured once, on the fresh model, and kept in the work
+    # folder: a resumed run reports them instead of an empty dict.
+    before_file = Path(work_dir) / "eval_loss_before.json"
+    before = _read_json(before_file) if resume else None
+    if before is None:
+        if resume:
+            log.warning("%s: no recorded eval_loss_before for this resumed run", before_file)
+            before = {}
+        else:
+            before = _evaluate(trainer, eval_sets)
+            from spectra_rec import artifacts
+
+            artifacts.write_json(before_file, before)
+    tokens_before = _tokens_at(resume)
     if resume:
         log.info("resuming from %s", resume)
     t0 = time.perf_counter()
@@ -207,6 +253,7 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
     ]
     losses = [c["loss"] for c in curve]
     tokens = int(trainer.state.num_input_tokens_seen)
+    tokens_this_run = tokens - tokens_before  # a resumed run's clock covers only its own steps
     summary = {
         "steps": int(trainer.state.global_step),
         "epochs": round(float(trainer.state.epoch or 0.0), 4),
@@ -215,7 +262,8 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         "train_tokens_per_epoch": train_set.n_tokens,
         "tokens_seen": tokens,
         "seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
+        "tokens_this_run": tokens_this_run,
+        "tokens_per_second": round(tokens_this_run / seconds, 1) if seconds > 0 else None,
         "train_loss_mean": round(float(result.training_loss), 5),
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
@@ -230,6 +278,53 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         summary["train_loss_last"], before, after,
     )
     return summary
+
+
+def _trainer_class():
+    """The HF Trainer, with a length-grouped train order that a resumed run reproduces.
+
+    transformers builds its train ``LengthGroupedSampler`` without a generator, so the order is
+    drawn from the global RNG when the epoch starts; a resumed run restores the RNG of the
+    checkpoint first and so draws a different order, then skips the first batches of *that*
+    order: some examples are seen twice, others not at all. Here the order is a function of
+    (data_seed, epoch) only.
+    """
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        """Batches of similar length, shuffled by a generator seeded with (seed, epoch)."""
+
+        def __init__(self, base: LengthGroupedSampler, seed: int):
+            super().__init__(base.batch_size, lengths=base.lengths)
+            self.seed, self.epoch = int(seed), 0
+
+        def set_epoch(self, epoch: int) -> None:  # the Trainer calls this before each epoch
+            self.epoch = int(epoch)
+
+        def __iter__(self):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
+
+    class SeededOrderTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                sampler = EpochSeededLengthGroupedSampler(sampler, seed)
+            return sampler
+
+    return SeededOrderTrainer
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _evaluate(trainer, eval_sets: dict[str, ListDataset]) -> dict:

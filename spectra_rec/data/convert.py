@@ -355,6 +355,11 @@ def convert(fmt: str, src, out, config: ConvertConfig | None = None, name: str |
     src, out = Path(src), Path(out).absolute()
     if not src.is_dir():
         raise DataError(f"input {src} is not a directory (expected the raw {fmt} files)")
+    # Replacing --out removes it as a whole: if it is (or holds) the raw folder, the raw files go too.
+    src_real, out_real = src.resolve(), out.resolve()
+    if out_real == src_real or out_real in src_real.parents:
+        raise ConfigError(f"--out {str(out)!r} is (or contains) the --input folder {str(src)!r}; replacing it would "
+                          "delete the raw files: choose another --out")
     _check_out(out, overwrite)
     raw = FORMATS[fmt](src, config)
     if raw.items["item"].duplicated().any():

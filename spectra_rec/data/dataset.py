@@ -154,7 +154,15 @@ def read_atomic(path: Path, fields: tuple[str, ...] | None = None) -> pd.DataFra
         raise DataError(f"{path} not found")
     usecols = None if fields is None else (lambda c: c.split(":", 1)[0] in fields)
     # object columns of Python str: pandas 3 string arrays cost a conversion at every to_numpy
-    df = pd.read_csv(path, sep="\t", dtype=object, keep_default_na=False, quoting=3, engine="c", usecols=usecols)
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=object, keep_default_na=False, quoting=3, engine="c", usecols=usecols,
+                         encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-encode the file as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (expected a header line of name:type fields)") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable tab-separated atomic file ({exc})") from None
     df.columns = [c.split(":", 1)[0] for c in df.columns]
     return df
 

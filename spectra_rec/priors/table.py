@@ -2,13 +2,12 @@
 
 On disk: one row per user, a ``user_id`` column with the dataset's raw user token and one
 float column per category name; metadata (method, model, taxonomy, template version,
-created, ...) lives in the Parquet schema metadata or, for CSV, in ``<file>.meta.json``.
+...) lives in the Parquet schema metadata or, for CSV, in ``<file>.meta.json``.
 Invariants are checked once, at construction; downstream code trusts a PriorTable.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from dataclasses import dataclass, field
@@ -94,19 +93,7 @@ class PriorTable:
 
     # ---- alignment with a dataset -------------------------------------------
     def check_categories(self, categories) -> None:
-        expected = tuple(categories)
-        unknown = [c for c in self.categories if c not in expected]
-        missing = [c for c in expected if c not in self.categories]
-        if unknown or missing:
-            parts = []
-            if unknown:
-                parts.append(f"unknown categories {unknown[:10]}")
-            if missing:
-                parts.append(f"missing categories {missing[:10]}")
-            raise PriorTableError(
-                f"{self.source}: category columns do not match the dataset's {len(expected)} categories: "
-                + "; ".join(parts)
-            )
+        check_columns(self.categories, categories, self.source)
 
     def matrix(self, dataset, users: np.ndarray) -> np.ndarray:
         """Probabilities for dataset user indices ``users``, columns in dataset category order.
@@ -141,7 +128,8 @@ class PriorTable:
         """Write Parquet (``.parquet``) or CSV (``.csv`` + ``.meta.json``) via a temporary file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")} | self.meta
+        # No time stamp: the same table gives the same bytes (the stage manifest records when it was made).
+        meta = self.meta
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         df = self.to_frame()
         if path.suffix == ".parquet":
@@ -163,27 +151,45 @@ class PriorTable:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> PriorTable:
-        """Read a table written by :meth:`save` or by any tool that follows the format."""
+    def load(cls, path: str | Path, categories=None) -> PriorTable:
+        """Read a table written by :meth:`save` or by any tool that follows the format.
+
+        With ``categories`` (the dataset's), the columns are checked against them before any row
+        invariant, so a missing column is reported by name rather than as rows that do not sum to 1.
+        Unreadable files (corrupt or truncated Parquet, CSV that does not parse, duplicate column
+        names) raise a PriorTableError naming the file.
+        """
         path = Path(path)
         if not path.exists():
             raise PriorTableError(f"prior table {path} not found")
         meta: dict = {}
         if path.suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            tbl = pq.read_table(path)
+            try:
+                _check_unique_columns(list(pq.read_schema(path).names), path)
+                tbl = pq.read_table(path)
+            except (pa.ArrowException, OSError) as exc:
+                raise PriorTableError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
             raw = (tbl.schema.metadata or {}).get(_META_KEY)
-            meta = json.loads(raw) if raw else {}
+            meta = _parse_meta(raw, path) if raw else {}
             df = tbl.to_pandas()
         elif path.suffix == ".csv":
-            df = pd.read_csv(path)
-            if "user_id" in df.columns:
-                # user tokens are read verbatim: "NA", "null" or "nan" are tokens, not missing values
-                df["user_id"] = pd.read_csv(path, usecols=["user_id"], dtype=str, keep_default_na=False)["user_id"]
+            try:
+                header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+                _check_unique_columns(list(header.iloc[0]) if len(header) else [], path)
+                df = pd.read_csv(path)
+                if "user_id" in df.columns:
+                    # user tokens are read verbatim: "NA", "null" or "nan" are tokens, not missing values
+                    df["user_id"] = pd.read_csv(path, usecols=["user_id"], dtype=str, keep_default_na=False)["user_id"]
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+                if isinstance(exc, PriorTableError):
+                    raise
+                raise PriorTableError(f"{path}: not a readable CSV prior table ({type(exc).__name__}: {_one_line(exc)})") from None
             meta_path = Path(str(path) + ".meta.json")
             if meta_path.exists():
-                meta = json.loads(meta_path.read_text())
+                meta = _parse_meta(meta_path.read_bytes(), meta_path)
         else:
             raise PriorTableError(f"{path}: expected a .parquet or .csv prior table, got {path.suffix!r}")
         if "user_id" not in df.columns:
@@ -192,9 +198,53 @@ class PriorTable:
         if empty.any():
             raise PriorTableError(f"{path}: column 'user_id' is empty in {int(empty.sum())} row(s)")
         cats = [c for c in df.columns if c != "user_id"]
+        if categories is not None:
+            check_columns(cats, categories, str(path))
         non_numeric = [c for c in cats if not pd.api.types.is_numeric_dtype(df[c])]
         if non_numeric:
             raise PriorTableError(f"{path}: category column(s) {non_numeric[:5]} are not numeric")
         return cls(
             df["user_id"].astype(str).to_numpy(object), tuple(cats), df[cats].to_numpy(np.float64), meta, str(path)
         )
+
+
+def check_columns(columns, categories, where: str) -> None:
+    """Raise a PriorTableError naming the unknown and missing categories when ``columns`` differ from ``categories``."""
+    expected = tuple(categories)
+    columns = [str(c) for c in columns]
+    unknown = [c for c in columns if c not in expected]
+    missing = [c for c in expected if c not in columns]
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"unknown categories {unknown[:10]}")
+        if missing:
+            parts.append(f"missing categories {missing[:10]}")
+        raise PriorTableError(
+            f"{where}: category columns do not match the dataset's {len(expected)} categories: " + "; ".join(parts)
+        )
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_unique_columns(names: list, path: Path) -> None:
+    seen, dup = set(), []
+    for n in names:
+        if n in seen and n not in dup:
+            dup.append(n)
+        seen.add(n)
+    if dup:
+        raise PriorTableError(f"{path}: duplicate column name(s) {dup[:10]}")
+
+
+def _parse_meta(raw: bytes, where: Path) -> dict:
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PriorTableError(f"{where}: table metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise PriorTableError(f"{where}: table metadata must be a JSON object, got {type(meta).__name__}")
+    return meta

@@ -31,6 +31,8 @@ def add_common(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", help="bf16, fp16, fp32 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 is often fastest)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the base model run its own code (never read from a folder's manifest)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -75,7 +77,8 @@ def load_model(args, ds, split, allow_align: bool = True):
             return adapter, load_tokenizer(Path(adapter) / "tokenizer"), adapter, str(adapter), manifest
         from spectra_rec.align.io import load_aligned
 
-        model, tokenizer, manifest = load_aligned(adapter, device=args.device, dtype=args.dtype, merge=True)
+        model, tokenizer, manifest = load_aligned(adapter, device=args.device, dtype=args.dtype, merge=True,
+                                                  trust_remote_code=args.trust_remote_code)
         return model, tokenizer, adapter, str(adapter), manifest
     if args.backend == "vllm":
         from transformers import AutoTokenizer
@@ -83,7 +86,8 @@ def load_model(args, ds, split, allow_align: bool = True):
         return args.model, AutoTokenizer.from_pretrained(str(args.model)), None, str(args.model), {}
     from spectra_rec.align.model import load_base_model
 
-    model, tokenizer = load_base_model(args.model, dtype=args.dtype, device=args.device)
+    model, tokenizer = load_base_model(args.model, dtype=args.dtype, device=args.device,
+                                       trust_remote_code=args.trust_remote_code)
     return model, tokenizer, None, str(args.model), {}
 
 

@@ -361,7 +361,6 @@ def merge_shards(out: str | Path) -> PriorTable:
         "users_with_dropped_items": int((frame["dropped"] > 0).sum()),
         "items_dropped_total": int(frame["dropped"].sum()),
         "mean_prefix_tokens": float(frame["prefix_tokens"].mean()),
-        "seconds_total_last_runs": round(seconds, 3),
     }
     if meta.get("readout") == "dg":
         from spectra_rec.probe.dg import DGReadout
@@ -372,7 +371,9 @@ def merge_shards(out: str | Path) -> PriorTable:
     table.save(paths["table"])
     _write_atomic_parquet(raw, paths["scores"])
     files = {k: v.name for k, v in paths.items()}  # siblings of the table (names survive a folder rename)
-    artifacts.write_json(paths["meta"], table.meta | {"categories": cats, "files": files})
+    # Timing goes to the sidecar only: the table itself is byte-identical for the same inputs and seed.
+    artifacts.write_json(paths["meta"], table.meta | {"categories": cats, "files": files,
+                                                      "seconds_total_last_runs": round(seconds, 3)})
     log.info("wrote %s (%d users x %d categories), raw scores %s", paths["table"], len(frame), len(cats), paths["scores"])
     return PriorTable.load(paths["table"]) if paths["table"].suffix == ".parquet" else table
 
@@ -393,6 +394,9 @@ def spectra_prior(
     backend: str = "hf",
     backend_options: dict | None = None,
     device: str | None = None,
+    dtype=None,
+    trust_remote_code: bool = False,
+    chunk_users: int = 16,
     fresh: bool = False,
     progress: bool = True,
 ) -> PriorTable:
@@ -420,18 +424,15 @@ def spectra_prior(
     if readout == "dg" and "k" not in options and _sft_dg_k(manifest) is not None:
         options["k"] = _sft_dg_k(manifest)
     all_users = cohort(split, users, max_users)
-    config = {
-        "readout": readout,
-        "readout_options": _jsonable(_with_defaults(readout, options)),
-        "adapter": str(adapter.resolve()),
-        "adapter_manifest_hash": manifest_hash(adapter),
-        "data": _data_identity(ds, split),
-        "users": artifacts.config_hash({"users": all_users.tolist()}),
-        "max_items": max_items,
-        "backend": backend,
-        "backend_options": {k: v for k, v in (backend_options or {}).items() if k not in _SPEED_OPTIONS},
-        "template_version": TEMPLATE_VERSION,
-    }
+    config = probe_stage_config(ds, split, adapter, readout, options, all_users, max_items, backend,
+                                backend_options, device, dtype)
+    # Partial files live in a stable sibling of the stage folder, not in run_stage's per-process
+    # temporary folder (deleted on Ctrl-C, cleared as an orphan by the next run): a rerun after an
+    # interruption resumes from the users already written.
+    final = artifacts.stage_dir(runs, "probe", config)
+    work = final.with_name(f".{final.name}.work")
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)
 
     def build(tmp: Path) -> dict:
         from spectra_rec.align.io import load_aligned
@@ -441,21 +442,59 @@ def spectra_prior(
             from spectra_rec.align.io import load_tokenizer
 
             tokenizer = load_tokenizer(adapter / "tokenizer")
-        else:
-            model, tokenizer, _ = load_aligned(adapter, device=device, merge=True)  # LoRA folded in: faster
+        else:  # LoRA folded in: faster
+            model, tokenizer, _ = load_aligned(adapter, device=device, dtype=dtype, merge=True,
+                                               trust_remote_code=trust_remote_code)
+        work.mkdir(parents=True, exist_ok=True)
         table = probe_prior(
             ds, split, model, tokenizer, readout, readout_options=options, users=all_users,
-            backend=backend, backend_options=backend_options, max_items=max_items, out=tmp / "prior.parquet",
-            adapter_manifest=adapter, model_name=str(adapter), progress=progress,
+            backend=backend, backend_options=backend_options, max_items=max_items, out=work / "prior.parquet",
+            chunk_users=chunk_users, adapter_manifest=adapter, model_name=str(adapter), progress=progress,
         )
-        shutil.rmtree(tmp / "prior.parquet.parts", ignore_errors=True)  # merged; the stage folder is the unit
+        for name in ("prior.parquet", "prior.scores.parquet", "prior.probe.json"):
+            shutil.copy2(work / name, tmp / name)  # copied: a kill while publishing still finds every part
         return {"users": int(len(table.user_ids)), "method": table.method}
 
     folder = artifacts.run_stage(runs, "probe", config, build, fresh=fresh)
+    shutil.rmtree(work, ignore_errors=True)  # published; the stage folder is the unit
     return PriorTable.load(folder / "prior.parquet")
 
 
-_SPEED_OPTIONS = ("batch_size",)
+def probe_stage_config(ds, split, adapter: Path, readout: str, options: dict, users: np.ndarray,
+                       max_items: int | None, backend: str, backend_options: dict | None,
+                       device: str | None = None, dtype=None) -> dict:
+    """The probe stage's cache key: every input that changes the table, none that only changes speed.
+
+    Data identity covers every input file (an external ``--taxonomy`` included); device and
+    dtype are part of it because bf16 and fp32 scores differ.
+    """
+    from spectra_rec.align.model import default_device
+
+    dev = str(device or default_device())
+    return {
+        "readout": readout,
+        "readout_options": _jsonable(_with_defaults(readout, options)),
+        "adapter": str(Path(adapter).resolve()),
+        "adapter_manifest_hash": manifest_hash(adapter),
+        "data": _data_identity(ds, split),
+        "users": artifacts.config_hash({"users": np.asarray(users).tolist()}),
+        "max_items": max_items,
+        "backend": backend,
+        "backend_options": {k: v for k, v in (backend_options or {}).items() if k not in _SPEED_OPTIONS},
+        "device": dev,
+        "dtype": _dtype_name(dtype, dev),
+        "template_version": TEMPLATE_VERSION,
+    }
+
+
+def _dtype_name(dtype, device: str) -> str:
+    """The dtype a model is probed in (None: the device's default, as the loader resolves it)."""
+    from spectra_rec.align.model import default_dtype, resolve_dtype
+
+    return str(resolve_dtype(dtype) or default_dtype(device)).replace("torch.", "")
+
+
+_SPEED_OPTIONS = ("batch_size", "workers", "num_workers")
 """Backend options that change speed, not scores: left out of the cache key."""
 
 
@@ -506,12 +545,10 @@ def _resolve_data(data, split, runs: Path):
 
 
 def _data_identity(ds, split) -> dict:
-    files = {
-        p.name: artifacts.file_digest(p)
-        for p in sorted(Path(ds.source).glob(f"{ds.name}.*"))
-        if p.suffix in (".inter", ".item", ".user", ".json")
-    }
-    return {"name": ds.name, "files": files, "split_ratio": split.ratio, "category_field": ds.category_field}
+    # input_digests covers a --taxonomy file outside the dataset folder; the category order is
+    # part of the identity too (two taxonomies can hold the same names in another order).
+    return {"name": ds.name, "files": ds.input_digests(), "split_ratio": split.ratio,
+            "category_field": ds.category_field, "categories": list(ds.categories)}
 
 
 def _sft_context(manifest: dict) -> int | None:

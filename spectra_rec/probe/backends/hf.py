@@ -57,6 +57,31 @@ def _common_start(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return int(diff[0]) if len(diff) else n
 
 
+def cache_argument(model) -> str:
+    """The name under which ``model.forward`` takes a KV cache: ``cache`` (transformers >= 5.2x) or
+    ``past_key_values`` (older 5.x, where ``cache`` would be swallowed by ``**kwargs`` unnoticed).
+
+    transformers 5.24 deprecates ``past_key_values`` for removal in 5.40; reading the signature
+    keeps one code path working on both sides of the rename.
+    """
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class _Output:
+    """A forward pass's logits and cache, whichever name the installed transformers gives the cache."""
+
+    __slots__ = ("logits", "cache")
+
+    def __init__(self, out):
+        self.logits = out.logits
+        fields = out.keys() if hasattr(out, "keys") else ()
+        self.cache = out["cache"] if "cache" in fields else out["past_key_values"] if "past_key_values" in fields else None
+
+
 def _croppable(cache) -> bool:
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(
@@ -105,6 +130,7 @@ class HFBackend:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad) if pad is not None else 0
         self.max_length = context_length(model, tokenizer)
+        self._cache_arg = cache_argument(model)
         self._states: OrderedDict[tuple[int, ...], _PrefixState] = OrderedDict()
         self.stats: Counter = Counter()
         """Forward calls and tokens fed, by kind (prefill / suffix / full / decode)."""
@@ -187,12 +213,12 @@ class HFBackend:
                 cache = copy.deepcopy(state.cache)
                 if p.suffix:
                     o = self._forward(torch.tensor([list(p.suffix)]), past=cache, keep=1, kind="suffix")
-                    logits, cache = o.logits[0, -1], o.past_key_values
+                    logits, cache = o.logits[0, -1], o.cache
                 else:
                     logits = state.last_logits
             else:
                 o = self._forward(torch.tensor([list(p.ids())]), keep=1, kind="full", use_cache=True)
-                logits, cache = o.logits[0, -1], o.past_key_values
+                logits, cache = o.logits[0, -1], o.cache
             gen: list[int] = []
             while True:
                 nxt = int(torch.argmax(logits))
@@ -206,7 +232,7 @@ class HFBackend:
                     if any(s in text for s in stop_strings):
                         break
                 o = self._forward(torch.tensor([[nxt]]), past=cache, keep=1, kind="decode")
-                logits, cache = o.logits[0, -1], o.past_key_values
+                logits, cache = o.logits[0, -1], o.cache
             results.append(gen)
         return results
 
@@ -221,10 +247,10 @@ class HFBackend:
         if mask is not None:
             kwargs["attention_mask"] = mask.to(self.device)
         if past is not None:
-            kwargs["past_key_values"] = past
+            kwargs[self._cache_arg] = past
             use_cache = True
         kwargs["use_cache"] = bool(use_cache)
-        return self.model(**kwargs)
+        return _Output(self.model(**kwargs))
 
     def _prefix_state(self, prefix: tuple[int, ...]) -> _PrefixState:
         """The prefill of ``prefix`` (batch 1): from the LRU, by extending the cached state that
@@ -259,7 +285,7 @@ class HFBackend:
             self.stats["prefix_extensions"] += 1
         else:
             o = self._forward(torch.tensor([list(prefix)]), keep=1, kind="prefill", use_cache=True)
-        state = _PrefixState(prefix, o.past_key_values, o.logits[0, -1].float().cpu())
+        state = _PrefixState(prefix, o.cache, o.logits[0, -1].float().cpu())
         self._states[prefix] = state
         while len(self._states) > self.prefix_cache_size:
             self._states.popitem(last=False)
