@@ -33,6 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--w", type=float, help="fixed prior weight in [0, 1] (skips the dev sweep)")
     p.add_argument("--w-grid", type=float, nargs="+", help="weights swept on the dev cohort (must include 0 and 1)")
     p.add_argument("--epochs", type=int, help="backbone epochs (upper bound; early stopping on valid NDCG@10)")
+    p.add_argument("--patience", type=int,
+                   help="backbone early stopping: epochs without a better valid NDCG@10 before it stops (YAML: stopping_step)")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="debugging: train the backbone under torch autograd anomaly detection (about 2x slower)")
     p.add_argument("--max-users", type=int, help="seeded subsample of evaluated users, for quick runs")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATE_SETS), choices=CANDIDATE_SETS)
     p.add_argument("--top-n", type=int, default=200, help="retrieval depth")
@@ -68,6 +72,7 @@ def main(argv=None) -> int:
         config = FusionConfig(
             model=args.model, dataset=str(args.dataset), category_field=args.category_field,
             split_ratio=args.split_ratio, taxonomy=args.taxonomy, prior=args.prior, w=args.w, epochs=args.epochs,
+            patience=args.patience, detect_anomaly=args.detect_anomaly,
             **({"w_grid": tuple(args.w_grid)} if args.w_grid else {}),
             max_users=args.max_users, candidate_sets=tuple(args.candidates),
             select_on=args.select_on, selection=args.selection,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -20,13 +22,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS in GB of the child process.
+
+    CPU seconds barely move when other work shares the machine; wall seconds do."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
         raise SystemExit(f"failed: {' '.join(cmd)}")
-    return time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, after.ru_maxrss / 1e6
 
 
 def main() -> None:
@@ -42,20 +51,24 @@ def main() -> None:
         out = runs / f"out-{model}"
         cmd = [sys.executable, "run_fusion.py", "--model", model, "--dataset", args.dataset, "--prior", args.prior,
                "--runs", str(runs), "--out", str(out)]
-        cold = timed(cmd)
-        warm = timed(cmd)
+        cold, cold_cpu, rss = timed(cmd)
+        warm, _, _ = timed(cmd)
         res = json.loads((out / "results.json").read_text())
         rb = res["backbone"]["recbole"]
         c = res["candidates"]["neg99"]
         rows.append({
-            "model": model, "cold_s": cold, "warm_s": warm, "epochs": rb["epochs_run"],
-            "s_per_epoch": json.loads((out / "timing.json").read_text())["backbone"]["seconds_per_epoch"], "recbole_test_ndcg@10": rb["test"]["ndcg@10"],
+            "model": model, "cold_s": cold, "cold_cpu_s": cold_cpu, "warm_s": warm,
+            "peak_rss_gb (largest child so far)": f"{rss:.2f}", "epochs": rb["epochs_run"],
+            "best_epoch": rb.get("best_epoch"), "stopped_early": rb.get("stopped_early"),
+            "s_per_epoch": json.loads((out / "timing.json").read_text())["backbone"]["seconds_per_epoch"], "recbole_valid_ndcg@10": rb["valid"]["ndcg@10"],
+            "recbole_test_ndcg@10": rb["test"]["ndcg@10"],
             "w": c["w"], "norm": c["normalization"],
             **{f"neg99 {s} base/fused": f"{c['base'][s]['ndcg@10']:.4f}/{c['fused'][s]['ndcg@10']:.4f}"
                for s in ("overall", "head", "mid", "tail")},
             "mid lift": f"{c['lift']['mid']['ndcg@10']:+.1%} (p={c['lift']['mid']['p_value']:.2g})",
         })
-    print(f"dataset {args.dataset}, prior {args.prior}, cache {runs}")
+    print(f"dataset {args.dataset}, prior {args.prior}, cache {runs}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     for r in rows:
         print("\n".join(f"  {k:<28} {v:.1f}" if isinstance(v, float) and k.endswith("_s") else f"  {k:<28} {v}"
                         for k, v in r.items()))

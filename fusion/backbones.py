@@ -18,6 +18,7 @@ for SASRec and GRU4Rec (checked in tests). Warm runs read the arrays without imp
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -31,7 +32,7 @@ import yaml
 from spectra_rec import artifacts
 from spectra_rec.data.export import export_recbole_benchmark, recbole_dataset_name
 from spectra_rec.data.split import Split
-from spectra_rec.errors import ConfigError, DataWarning
+from spectra_rec.errors import ConfigError, ConfigWarning, DataWarning
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,24 @@ class BackboneConfig:
     """A RecBole sequential model name (SASRec, GRU4Rec, ...)."""
     epochs: int | None = None
     """Overrides the YAML's epochs (upper bound; early stopping on valid NDCG@10)."""
+    patience: int | None = None
+    """Overrides the YAML's ``stopping_step``: epochs without a better valid NDCG@10 that are
+    tolerated; RecBole stops at the next one."""
     seed: int = 2020
     """RecBole's init_seed."""
     device: str = "cpu"
     """cpu or cuda."""
     overrides: dict = field(default_factory=dict)
     """Extra RecBole config keys (highest priority)."""
+    detect_anomaly: bool = False
+    """Debugging only: train under ``torch.autograd.detect_anomaly`` (about twice as slow; the
+    results are the same, so it is not part of the cache key)."""
 
     def __post_init__(self):
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.patience is not None and self.patience < 0:
+            raise ConfigError(f"--patience must be >= 0, got {self.patience}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
@@ -105,9 +114,31 @@ def _read_yaml(path: Path) -> dict:
 
 def _resolved_yaml(model: str, dataset_name: str) -> dict:
     out: dict = {}
+    known = _recbole_known_keys()
     for p in config_layers(model, dataset_name):
-        out.update(_read_yaml(p))
+        layer = _read_yaml(p)
+        unknown = sorted(set(layer) - known) if known else []
+        for key in unknown:
+            # RecBole's Config returns None for a key it never heard of: a typo trains with defaults
+            warnings.warn(f"{p}: {key!r} is not a RecBole setting (typo?); RecBole will ignore it",
+                          ConfigWarning, stacklevel=3)
+        out.update(layer)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _recbole_known_keys() -> frozenset:
+    """Every key that RecBole's shipped property files define (overall, model, dataset defaults)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    props = Path(next(iter(spec.submodule_search_locations))) / "properties"
+    keys: set = set()
+    for f in props.rglob("*.yaml"):
+        keys |= set(yaml.safe_load(f.read_text(encoding="utf-8")) or {})
+    return frozenset(keys)
 
 
 SPEED_KEYS = ("worker", "eval_batch_size", "show_progress")
@@ -117,7 +148,7 @@ SPEED_KEYS = ("worker", "eval_batch_size", "show_progress")
 def backbone_stage_config(config: "BackboneConfig", dataset_name: str, data_folder: Path) -> dict:
     """The backbone stage's cache key: model settings, every resolved YAML key but the speed ones, the data stage."""
     resolved = check_backbone_inputs(config, dataset_name)
-    backbone = asdict(config)
+    backbone = _cache_fields(config)
     backbone["overrides"] = {k: v for k, v in config.overrides.items() if k not in SPEED_KEYS}
     return {"backbone": backbone, "yaml": {k: v for k, v in resolved.items() if k not in SPEED_KEYS},
             "data": Path(data_folder).name}
@@ -177,6 +208,13 @@ def backbone_stage(
     return load_backbone(folder, config.model, ds.n_users, ds.n_items)
 
 
+def _cache_fields(config: BackboneConfig) -> dict:
+    """The configuration that changes a trained backbone (debug switches left out)."""
+    d = asdict(config)
+    d.pop("detect_anomaly")
+    return d
+
+
 def load_backbone(folder: Path, model: str, n_users: int, n_items: int) -> Backbone:
     folder = Path(folder)
     recorded = (artifacts.read_manifest(folder).get("array_digests") or {}) if artifacts.is_complete(folder) else {}
@@ -213,6 +251,8 @@ def _recbole_config(model: str, data_path: Path, dataset_name: str, config: Back
     }
     if config.epochs is not None:
         cfg["epochs"] = config.epochs
+    if config.patience is not None:
+        cfg["stopping_step"] = config.patience
     cfg.update(config.overrides)
     with pandas3_patches():
         return Config(
@@ -220,6 +260,28 @@ def _recbole_config(model: str, data_path: Path, dataset_name: str, config: Back
             config_file_list=[str(p) for p in config_layers(model, dataset_name)],
             config_dict=cfg,
         )
+
+
+def prepare_recbole(split: Split, data_path: Path, config: BackboneConfig, checkpoint_dir: Path):
+    """RecBole's Config, dataset, (train, valid, test) loaders and a freshly initialised model, seeded.
+
+    Call inside :func:`fusion.recbole_compat.quiet_recbole`. Shared by training, loading and
+    ``benchmarks/profile_backbone.py``, so all three build exactly the same objects.
+    """
+    from fusion.recbole_compat import pandas3_patches
+
+    rconfig = _recbole_config(config.model, data_path, split.dataset.name, config, checkpoint_dir)
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, init_seed
+
+    init_seed(rconfig["seed"], rconfig["reproducibility"])
+    with pandas3_patches():
+        rdata = create_dataset(rconfig)
+        loaders = data_preparation(rconfig, rdata)
+    init_seed(rconfig["seed"] + rconfig["local_rank"], rconfig["reproducibility"])
+    model = get_model(config.model)(rconfig, loaders[0].dataset).to(rconfig["device"])
+    _check_interface(model, config.model)
+    return rconfig, rdata, loaders, model
 
 
 def _train(split: Split, data_path: Path, config: BackboneConfig, out: Path) -> dict:
@@ -234,32 +296,27 @@ def _train(split: Split, data_path: Path, config: BackboneConfig, out: Path) -> 
 def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Path) -> dict:
     import torch
 
-    from fusion.recbole_compat import load_checkpoint, pandas3_patches
+    from fusion.recbole_compat import load_checkpoint
 
     ds = split.dataset
-    rconfig = _recbole_config(config.model, data_path, ds.name, config, out)
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
+    rconfig, rdata, (train_data, valid_data, test_data), model = prepare_recbole(split, data_path, config, out)
+    from recbole.utils import get_trainer
 
-    init_seed(rconfig["seed"], rconfig["reproducibility"])
-    with pandas3_patches():
-        rdata = create_dataset(rconfig)
-        train_data, valid_data, test_data = data_preparation(rconfig, rdata)
-    init_seed(rconfig["seed"] + rconfig["local_rank"], rconfig["reproducibility"])
-    model = get_model(config.model)(rconfig, train_data.dataset).to(rconfig["device"])
-    _check_interface(model, config.model)
     trainer = get_trainer(rconfig["MODEL_TYPE"], config.model)(rconfig, model)
     trainer.saved_model_file = str(out / "model.pth")
 
     t0 = time.perf_counter()
     log.info(
-        "training %s on %d train sequences (epochs <= %d, batch %d)",
-        config.model, len(train_data.dataset), rconfig["epochs"], rconfig["train_batch_size"],
+        "training %s on %d train sequences in %d batches of %d (at most %d epochs, early stopping after %d "
+        "without a better valid NDCG@10)",
+        config.model, len(train_data.dataset), len(train_data), rconfig["train_batch_size"], rconfig["epochs"],
+        rconfig["stopping_step"],
     )
-    epoch_log = _EpochLogger(trainer, rconfig["epochs"])
-    best_valid, _ = trainer.fit(
-        train_data, valid_data, verbose=False, saved=True, show_progress=False, callback_fn=epoch_log
-    )
+    epoch_log = _EpochLogger(trainer, rconfig["epochs"], rconfig["stopping_step"])
+    with torch.autograd.set_detect_anomaly(config.detect_anomaly):
+        best_valid, _ = trainer.fit(
+            train_data, valid_data, verbose=False, saved=True, show_progress=_interactive(), callback_fn=epoch_log
+        )
     train_seconds = time.perf_counter() - t0
 
     # torch >= 2.6 refuses RecBole's pickled Config under weights_only=True: load our own file, whose
@@ -281,6 +338,10 @@ def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Pat
         "valid": {k: float(v) for k, v in (epoch_log.best or {}).items()} or {"ndcg@10": float(best_valid)},
         "test": {k: float(v) for k, v in test_result.items()},
         "epochs_run": epoch_log.epochs,
+        "best_epoch": epoch_log.best_epoch,
+        "stopped_early": epoch_log.epochs < rconfig["epochs"],
+        "valid_curve": epoch_log.curve,
+        "anomaly_mode": epoch_log.anomaly_mode,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(train_seconds / max(epoch_log.epochs, 1), 1),
         "train_sequences": len(train_data.dataset),
@@ -297,17 +358,44 @@ def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Pat
     return {"recbole_metrics": metrics, "model_sha256": model_sha256, "array_digests": arrays}
 
 
-class _EpochLogger:
-    """RecBole's fit callback: log each epoch's validation result (RecBole's own logger is silent)."""
+def _interactive() -> bool:
+    """RecBole's own per-batch tqdm bars only on a terminal (they would flood a log file)."""
+    import sys
 
-    def __init__(self, trainer, max_epochs: int):
-        self.trainer, self.max_epochs, self.epochs, self.best = trainer, max_epochs, 0, None
+    return sys.stderr.isatty()
+
+
+class _EpochLogger:
+    """RecBole's fit callback: one line per epoch with the valid result, elapsed time and an ETA.
+
+    RecBole's logger is silenced; this is what a user sees while a backbone trains. Two ETAs: the
+    time left if no better epoch comes (early stopping ends the run then) and at the epoch cap.
+    """
+
+    def __init__(self, trainer, max_epochs: int, patience: int):
+        self.trainer, self.max_epochs, self.patience = trainer, max_epochs, patience
+        self.epochs, self.best, self.best_epoch, self.curve = 0, None, 0, []
+        self.anomaly_mode = False
+        self.t0 = time.perf_counter()
 
     def __call__(self, epoch_idx, valid_score):
+        import torch
+
         self.epochs = epoch_idx + 1
-        log.info("epoch %d/%d: valid NDCG@10 %.4f", self.epochs, self.max_epochs, valid_score)
+        self.curve.append(round(float(valid_score), 6))
+        self.anomaly_mode = self.anomaly_mode or torch.is_anomaly_enabled()
         if self.trainer.best_valid_score == valid_score:
-            self.best = {"ndcg@10": valid_score}
+            self.best, self.best_epoch = {"ndcg@10": valid_score}, self.epochs
+        elapsed = time.perf_counter() - self.t0
+        per_epoch = elapsed / self.epochs
+        # RecBole stops once `patience` + 1 epochs in a row fail to reach the best
+        stop_in = min(self.max_epochs, self.best_epoch + self.patience + 1) - self.epochs
+        log.info(
+            "epoch %d/%d: valid NDCG@10 %.4f (best %.4f at epoch %d), %.1f s/epoch, elapsed %.0f s; "
+            "%.0f s left if no better epoch comes, %.0f s at the epoch cap",
+            self.epochs, self.max_epochs, valid_score, self.trainer.best_valid_score, self.best_epoch,
+            per_epoch, elapsed, stop_in * per_epoch, (self.max_epochs - self.epochs) * per_epoch,
+        )
 
 
 def _check_interface(model, name: str) -> None:
@@ -356,17 +444,9 @@ def load_recbole_model(folder: Path, split: Split, config: BackboneConfig):
 
 
 def _load_recbole_model(folder: Path, split: Split, config: BackboneConfig):
-    from fusion.recbole_compat import load_checkpoint, pandas3_patches
+    from fusion.recbole_compat import load_checkpoint
 
-    rconfig = _recbole_config(config.model, Path(folder) / "recbole", split.dataset.name, config, Path(folder))
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, init_seed
-
-    init_seed(rconfig["seed"], rconfig["reproducibility"])
-    with pandas3_patches():
-        rdata = create_dataset(rconfig)
-        train_data, valid_data, test_data = data_preparation(rconfig, rdata)
-    model = get_model(config.model)(rconfig, train_data.dataset).to(rconfig["device"])
+    rconfig, rdata, (_, _, test_data), model = prepare_recbole(split, Path(folder) / "recbole", config, Path(folder))
     manifest = artifacts.read_manifest(folder) if artifacts.is_complete(folder) else {}
     state = load_checkpoint(Path(folder) / "model.pth", manifest.get("model_sha256"), map_location=rconfig["device"])
     model.load_state_dict(state["state_dict"])

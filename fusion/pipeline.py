@@ -60,7 +60,11 @@ class FusionConfig:
     index: str = "flat"
     """Faiss index for retrieval: flat (exact), hnsw or ivf."""
     epochs: int | None = None
-    """Backbone epochs override."""
+    """Backbone epochs override (upper bound; early stopping on valid NDCG@10)."""
+    patience: int | None = None
+    """Backbone early-stopping patience override (RecBole's ``stopping_step``)."""
+    detect_anomaly: bool = False
+    """Debugging only: train the backbone under autograd anomaly detection (about twice as slow)."""
     max_users: int | None = None
     """Seeded subsample of the evaluated users (quick runs); the backbone still trains on all."""
     dev_fraction: float = 0.2
@@ -116,6 +120,12 @@ class FusionConfig:
             raise ConfigError(f"--max-users must be >= 2 (dev and test cohorts), got {self.max_users}")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
+        self.backbone_config()  # refuse bad backbone settings before any stage runs
+
+    def backbone_config(self) -> BackboneConfig:
+        return BackboneConfig(model=self.model, epochs=self.epochs, patience=self.patience, seed=self.backbone_seed,
+                              device=self.device, overrides=self.backbone_overrides,
+                              detect_anomaly=self.detect_anomaly)
 
     def prior_label(self) -> str:
         p = Path(self.prior)
@@ -199,7 +209,7 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     # Every user-supplied input is checked before the backbone trains (minutes on a clean runs/):
     # the model name and YAML layers, then the prior (a table file is read and matched to the
     # dataset's categories and cohort here). Taxonomy and category field were checked by the data stage.
-    bconf = BackboneConfig(config.model, config.epochs, config.backbone_seed, config.device, config.backbone_overrides)
+    bconf = config.backbone_config()
     check_backbone_inputs(bconf, ds.name)
 
     t = time.perf_counter()

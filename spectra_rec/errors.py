@@ -21,6 +21,10 @@ class DataWarning(UserWarning):
     """Degenerate but legal input (an empty slice, an item without categories)."""
 
 
+class ConfigWarning(UserWarning):
+    """A setting that will be ignored or is probably a typo (an unknown RecBole YAML key)."""
+
+
 def require_positive(config, *names: str) -> None:
     """Raise ``ConfigError("<Class>.<field> must be >= 1, got <value>")`` for the first field below 1."""
     for name in names:
