@@ -187,7 +187,7 @@ def backbone_stage(
     """Train (or reuse) ``config.model`` on the split's RecBole benchmark files and export its arrays."""
     ds = split.dataset
     stage_config = backbone_stage_config(config, ds.name, data_folder)
-    resolved = check_backbone_inputs(config, ds.name)
+    resolved = stage_config["yaml"]
     folder = artifacts.stage_dir(runs, "backbone", stage_config)
     if artifacts.is_complete(folder) and not fresh:
         try:

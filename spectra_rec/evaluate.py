@@ -1,4 +1,4 @@
-"""Category-level evaluation of prior tables (issue 6; ARCHITECTURE.md section 5; paper 4.2-4.5, B, C, D, F).
+"""Category-level evaluation of prior tables (paper 4.2-4.5, B, C, D, F).
 
 Library: :func:`evaluate` compares any set of :class:`~spectra_rec.priors.PriorTable` on one
 cohort of a :class:`~spectra_rec.data.Split`; :func:`evaluate_arrays` does the same on plain
