@@ -25,6 +25,9 @@ VARIANTS = {
         "hidden-0.1-attn-0": {"hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.0},
         "no-dropout-b1024-lr.004": {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0,
                                     "train_batch_size": 1024, "learning_rate": 0.004},
+        "lr.004": {"learning_rate": 0.004},
+        "len20": {"MAX_ITEM_LIST_LENGTH": 20},
+        "len20-lr.004": {"MAX_ITEM_LIST_LENGTH": 20, "learning_rate": 0.004},
     },
     "GRU4Rec": {
         "yaml": {},
