@@ -12,7 +12,8 @@ between CPU models: compare the variants of one run, not runs of different machi
 
 Variants: ``base`` (the YAML configuration), ``anomaly`` (autograd anomaly mode on, as RecBole's
 import leaves it), ``no-dropout`` (every dropout probability 0), ``threads1`` (one intra-op thread),
-``batch2048`` (four times the batch).
+``batch2048`` (four times the batch), ``attn-dropout-0`` (no dropout on attention weights), ``amp`` (RecBole's
+``enable_amp``: forward and loss under CPU autocast, bfloat16; its speed depends on the CPU's bf16 support).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ VARIANTS = {
     "no-dropout": {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0},
     "threads1": {},
     "batch2048": {"train_batch_size": 2048},
+    "attn-dropout-0": {"attn_dropout_prob": 0.0},
+    "amp": {"enable_amp": True},
 }
 
 
-def _phases(model, trainer, train_data, n_batches: int) -> dict:
+def _phases(model, trainer, train_data, n_batches: int, amp: bool = False) -> dict:
     """Seconds per phase over ``n_batches`` steps of RecBole's own training step."""
     import torch
 
@@ -48,7 +51,8 @@ def _phases(model, trainer, train_data, n_batches: int) -> dict:
             inter = next(it)
         t1 = time.perf_counter()
         trainer.optimizer.zero_grad()
-        loss = model.calculate_loss(inter)
+        with torch.autocast(device_type="cpu", enabled=amp):  # what RecBole's trainer does with enable_amp
+            loss = model.calculate_loss(inter)
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()
@@ -105,7 +109,7 @@ def main() -> None:
         print(f"\n{model_name}")
         built = {}
         for variant in args.variants:
-            overrides = {k: v for k, v in VARIANTS[variant].items() if k in resolved or k == "train_batch_size"}
+            overrides = {k: v for k, v in VARIANTS[variant].items() if k in resolved or k in ("train_batch_size", "enable_amp")}
             with quiet_recbole():
                 rconfig, _, (train_data, _, _), model = prepare_recbole(
                     split, data_path, BackboneConfig(model_name, overrides=overrides), tmp / model_name
@@ -118,7 +122,7 @@ def main() -> None:
             for variant, (model, trainer, train_data) in built.items():
                 torch.set_num_threads(1 if variant == "threads1" else threads)
                 with quiet_recbole(), torch.autograd.set_detect_anomaly(variant == "anomaly"):
-                    got = _phases(model, trainer, train_data, 5)
+                    got = _phases(model, trainer, train_data, 5, amp=variant == "amp")
                 if r:  # round 0 warms up the allocator and first-call dispatch
                     for k, v in got.items():
                         times[variant][k].extend(v)
