@@ -1,4 +1,4 @@
-"""Blend a base ranker's scores with a category prior (ARCHITECTURE.md section 6).
+"""Blend a base ranker's scores with a category prior (docs/formulas.md, "Fusion").
 
 fused(u, i) = (1 - w) * norm(base(u, i)) + w * norm(a(u, i)),  a(u, i) = sum_c p_u(c) m(i, c),
 with the same per-user normalization over the candidate set for both terms. Every

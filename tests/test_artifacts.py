@@ -1,4 +1,4 @@
-"""Stage caching (ARCHITECTURE.md section 7): config-hash folders, reuse, --fresh, atomic writes."""
+"""Stage caching (docs/index.md, "Artifacts and caching"): config-hash folders, reuse, --fresh, atomic writes."""
 
 from __future__ import annotations
 

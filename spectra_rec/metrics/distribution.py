@@ -1,4 +1,4 @@
-"""Divergences between predicted and true category distributions, per user (ARCHITECTURE.md section 5).
+"""Divergences between predicted and true category distributions, per user (docs/formulas.md).
 
 Rows are users, columns categories; every function returns one value per row.
 Logarithms are base 2 unless ``base`` says otherwise, so 0 <= JS <= 1.

@@ -1,4 +1,4 @@
-"""Significance and uncertainty over per-user values (ARCHITECTURE.md section 5, "Statistics").
+"""Significance and uncertainty over per-user values (docs/formulas.md, "Statistics").
 
 Paired two-sided Wilcoxon signed-rank, Holm-Bonferroni adjustment, and percentile
 bootstrap confidence intervals from user-level resamples (paired for differences and
