@@ -149,7 +149,7 @@ def fuse_scores(
     ``rule``: a name in :data:`FUSION_RULES`.
     Returns the (users, C) fused scores; higher is better.
     """
-    from spectra_rec.metrics._validate import as_distributions
+    from spectra_rec.metrics.validate import as_distributions
     from spectra_rec.priors.table import PriorTable
 
     base = np.asarray(base_scores, dtype=np.float64)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, as_pq, check_positive_int
+from spectra_rec.metrics.validate import as_distributions, as_pq, check_positive_int
 
 __all__ = [
     "BinSums",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, as_pq
+from spectra_rec.metrics.validate import as_distributions, as_pq
 
 __all__ = ["entropy", "js_divergence", "kl_divergence", "max_abs_error", "total_variation"]
 

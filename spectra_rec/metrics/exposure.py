@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, check_k
+from spectra_rec.metrics.validate import as_distributions, check_k
 from spectra_rec.metrics.ranking import tie_groups
 
 __all__ = ["counts_entropy", "exposure_entropy", "topk_exposure"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, as_pair, as_vector, warn_degenerate
+from spectra_rec.metrics.validate import as_distributions, as_pair, as_vector, warn_degenerate
 from spectra_rec.metrics.stats import resample_means, bootstrap_ci, holm, paired_wilcoxon, percentile_interval
 
 __all__ = ["preference_groups", "quartile_reduction", "ratio_interval", "tail_preference"]

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from spectra_rec.metrics._validate import (
+from spectra_rec.metrics.validate import (
     as_pair,
     as_vector,
     check_alpha,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spectra_rec import artifacts
 from spectra_rec.errors import PriorTableError
 
 SUM_TOLERANCE = 1e-4
@@ -130,16 +131,11 @@ class PriorTable:
         path.parent.mkdir(parents=True, exist_ok=True)
         # No time stamp: the same table gives the same bytes (the stage manifest records when it was made).
         meta = self.meta
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         df = self.to_frame()
         if path.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            tbl = pa.Table.from_pandas(df, preserve_index=False)
-            tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
-            pq.write_table(tbl, tmp)
-        elif path.suffix == ".csv":
+            return artifacts.write_parquet(path, df, {_META_KEY: json.dumps(meta).encode()})
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        if path.suffix == ".csv":
             df.to_csv(tmp, index=False)  # shortest round-trip repr: reading back gives the same floats
             meta_path = Path(str(path) + ".meta.json")
             meta_tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
