@@ -52,14 +52,18 @@ def as_distributions(x, name: str, atol: float = ROW_SUM_ATOL) -> np.ndarray:
         r, c = (int(v) for v in np.argwhere(arr < 0)[0])
         raise ValueError(f"{name}: expected non-negative probabilities, got {arr[r, c]} at row {r}, column {c}")
     sums = arr.sum(axis=1)
-    off = np.abs(sums - 1.0) > atol
-    if off.any():
-        r = int(np.flatnonzero(off)[0])
+    off = unnormalized_rows(sums, atol)
+    if off.size:
         raise ValueError(
-            f"{name}: expected every row to sum to 1 (tolerance {atol}), row {r} sums to {sums[r]:.6g} "
-            f"({int(off.sum())} rows unnormalized)"
+            f"{name}: expected every row to sum to 1 (tolerance {atol}), row {off[0]} sums to {sums[off[0]]:.6g} "
+            f"({off.size} rows unnormalized)"
         )
     return arr
+
+
+def unnormalized_rows(sums: np.ndarray, atol: float) -> np.ndarray:
+    """Indices of the rows whose sum is more than ``atol`` away from 1 (shared with the prior table's checks)."""
+    return np.flatnonzero(np.abs(np.asarray(sums) - 1.0) > atol)
 
 
 def as_pq(p, q, name_p: str = "p", name_q: str = "q") -> tuple[np.ndarray, np.ndarray]:

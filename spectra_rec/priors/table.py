@@ -18,6 +18,7 @@ import pandas as pd
 
 from spectra_rec import artifacts
 from spectra_rec.errors import PriorTableError
+from spectra_rec.metrics.validate import unnormalized_rows
 
 SUM_TOLERANCE = 1e-4
 """Rows must sum to 1 within this; they are then renormalized exactly."""
@@ -67,12 +68,11 @@ class PriorTable:
                 f"{where}: negative probability {probs[r, c]:.3g} for user {users[r]!r} category {cats[c]!r}"
             )
         sums = probs.sum(axis=1)
-        off = np.abs(sums - 1.0) > SUM_TOLERANCE
-        if off.any():
-            r = int(np.flatnonzero(off)[0])
+        off = unnormalized_rows(sums, SUM_TOLERANCE)
+        if off.size:
             raise PriorTableError(
-                f"{where}: {int(off.sum())} row(s) do not sum to 1 (tolerance {SUM_TOLERANCE}), "
-                f"e.g. user {users[r]!r} sums to {sums[r]:.6g}"
+                f"{where}: {off.size} row(s) do not sum to 1 (tolerance {SUM_TOLERANCE}), "
+                f"e.g. user {users[off[0]]!r} sums to {sums[off[0]]:.6g}"
             )
         object.__setattr__(self, "user_ids", users)
         object.__setattr__(self, "categories", cats)
