@@ -19,6 +19,7 @@ log = logging.getLogger("run_fusion")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from fusion.blend import FUSION_RULES
     from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES
     from fusion.evaluate import SELECTION_RULES
     from spectra_rec.data.cli import add_data_arguments
@@ -30,7 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="uhf (default), uhf-laplace, markov, popularity, uniform, oracle (diagnostic, reads held-out data), "
                         "uhf@N (last N train items), "
                         "spectra (yes/no logit probe), spectra-name, spectra-choice, spectra-hier, or a .parquet/.csv prior table")
-    p.add_argument("--w", type=float, help="fixed prior weight in [0, 1] (skips the dev sweep)")
+    p.add_argument("--w", type=float,
+                   help="fixed prior weight in [0, 1] for every candidate set, with the first --normalization "
+                        "(no dev sweep runs)")
     p.add_argument("--w-grid", type=float, nargs="+", help="weights swept on the dev cohort (must include 0 and 1)")
     p.add_argument("--epochs", type=int, help="backbone epochs (upper bound; early stopping on valid NDCG@10)")
     p.add_argument("--patience", type=int,
@@ -46,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--select-on", default="each",
                    help="each: every candidate set picks its own (normalization, w) on the dev cohort; "
                         "a candidate set name: its dev choice is applied to all sets")
+    p.add_argument("--rule", default="linear", choices=sorted(FUSION_RULES),
+                   help="fusion rule; linear: (1-w)*norm(base) + w*norm(prior affinity)")
     p.add_argument("--normalization", nargs="+", default=["minmax", "zscore", "softmax", "rank"],
                    help="per-user normalizations tried on the dev cohort")
     p.add_argument("--n-boot", type=int, default=1000)
@@ -75,7 +80,7 @@ def main(argv=None) -> int:
             patience=args.patience, detect_anomaly=args.detect_anomaly,
             **({"w_grid": tuple(args.w_grid)} if args.w_grid else {}),
             max_users=args.max_users, candidate_sets=tuple(args.candidates),
-            select_on=args.select_on, selection=args.selection,
+            select_on=args.select_on, selection=args.selection, rule=args.rule,
             top_n=args.top_n, index=args.index, normalizations=tuple(args.normalization), n_boot=args.n_boot,
             seed=args.seed, device=args.device, runs=args.runs, out=args.out, fresh=args.fresh,
         )
@@ -90,8 +95,9 @@ def main(argv=None) -> int:
     print(f"{results['model']} + {results['prior']} prior on {results['dataset']}: "
           f"{choice_text(results)}, test cohort {results['cohorts']['test']} users")
     print(console_table(results, config.k))
-    print(f"\nresults: {out}/results.json, results.md, per_user.csv, sweep.png, slices.png "
-          f"({time.perf_counter() - t0:.1f}s)")
+    files = ", ".join(f for f in ("results.json", "results.md", "per_user.csv", "sweep.png", "slices.png")
+                      if (out / f).exists())
+    print(f"\nresults: {out}/{files} ({time.perf_counter() - t0:.1f}s)")
     return 0
 
 

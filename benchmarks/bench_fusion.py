@@ -63,9 +63,9 @@ def main() -> None:
             "s_per_epoch": json.loads((out / "timing.json").read_text())["backbone"]["seconds_per_epoch"], "recbole_valid_ndcg@10": rb["valid"]["ndcg@10"],
             "recbole_test_ndcg@10": rb["test"]["ndcg@10"],
             "w": c["w"], "norm": c["normalization"],
-            **{f"neg99 {s} base/fused": f"{c['base'][s]['ndcg@10']:.4f}/{c['fused'][s]['ndcg@10']:.4f}"
+            **{f"neg99 {s} base/fused": f"{c['base'][s]['NDCG@10']:.4f}/{c['fused'][s]['NDCG@10']:.4f}"
                for s in ("overall", "head", "mid", "tail")},
-            "mid lift": f"{c['lift']['mid']['ndcg@10']:+.1%} (p={c['lift']['mid']['p_value']:.2g})",
+            "mid lift": f"{c['lift']['mid']['NDCG@10']:+.1%} (p={c['lift']['mid']['p_value']:.2g})",
         })
     print(f"dataset {args.dataset}, prior {args.prior}, cache {runs}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at the end")

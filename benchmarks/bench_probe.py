@@ -20,7 +20,7 @@ Without ``--adapter`` the model is the alignment stage's default from-scratch ar
 depends on the architecture, not the weights. A random model never stops decoding, so DG
 decodes exactly the token length of a real k-category answer (the user's top-k train
 categories + the stop token); with an adapter DG stops where the model stops.
-Targets (issue 5): reuse <= 2x DG per user; no reuse >= 5x reuse.
+Targets: reuse <= 2x DG per user; no reuse >= 5x reuse.
 """
 
 from __future__ import annotations

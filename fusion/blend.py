@@ -1,9 +1,14 @@
-"""Blend a base ranker's scores with a category prior (ARCHITECTURE.md section 6).
+"""Blend a base ranker's scores with a category prior (docs/formulas.md, "Fusion").
 
 fused(u, i) = (1 - w) * norm(base(u, i)) + w * norm(a(u, i)),  a(u, i) = sum_c p_u(c) m(i, c),
 with the same per-user normalization over the candidate set for both terms. Every
 normalization is strictly increasing within a row, so w = 0 keeps the base ranking exactly.
 Candidate matrices use ``-1`` for padding; padded entries come out as -inf.
+
+Fusion rules are registered by name in :data:`FUSION_RULES` (``linear`` is the blend above). A
+rule is ``rule(base, aff, w, mask, normalization) -> fused`` over (n, C) matrices; its contract
+(w = 0 keeps the base ranking, the candidate set is kept, padding is -inf) is the test mixin
+:class:`spectra_rec.testing.fusion.FusionRuleTests`, which a new rule's tests subclass.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ def affinity(prior: np.ndarray, membership, items: np.ndarray) -> np.ndarray:
 
 
 def blend(base: np.ndarray, aff: np.ndarray, w: float, mask: np.ndarray, normalization: str = "minmax") -> np.ndarray:
-    """(1 - w) * norm(base) + w * norm(aff) per row; padded entries -> -inf."""
+    """The ``linear`` rule: (1 - w) * norm(base) + w * norm(aff) per row; padded entries -> -inf."""
     w = check_w(w)
     norm = get_normalization(normalization)
     if w == 0.0:
@@ -101,6 +106,30 @@ def blend(base: np.ndarray, aff: np.ndarray, w: float, mask: np.ndarray, normali
     return np.where(mask, fused, -np.inf)
 
 
+FusionRule = Callable[[np.ndarray, np.ndarray, float, np.ndarray, str], np.ndarray]
+"""``rule(base, aff, w, mask, normalization) -> fused``: (n, C) matrices, padding (``~mask``) -> -inf."""
+
+FUSION_RULES: dict[str, FusionRule] = {}
+"""Registered fusion rules by name."""
+
+
+def register_fusion_rule(name: str, rule: FusionRule) -> FusionRule:
+    """Add ``rule`` under ``name``; a name that is already taken is an error, not a silent replacement."""
+    if name in FUSION_RULES:
+        raise ConfigError(f"fusion rule {name!r} is already registered; registered: {sorted(FUSION_RULES)}")
+    FUSION_RULES[name] = rule
+    return rule
+
+
+def get_fusion_rule(name: str) -> FusionRule:
+    if name not in FUSION_RULES:
+        raise ConfigError(f"unknown fusion rule {name!r}; options: {sorted(FUSION_RULES)}")
+    return FUSION_RULES[name]
+
+
+register_fusion_rule("linear", blend)
+
+
 def fuse_scores(
     base_scores: np.ndarray,
     item_membership,
@@ -108,6 +137,7 @@ def fuse_scores(
     w: float,
     normalization: str = "minmax",
     items: np.ndarray | None = None,
+    rule: str = "linear",
 ) -> np.ndarray:
     """Fuse an external ranker's scores with a category prior: the integration API.
 
@@ -116,9 +146,10 @@ def fuse_scores(
     (n_items, K) together with ``items`` (users, C) item indices per user.
     ``prior``: (users, K) array whose rows are distributions, or a :class:`PriorTable` aligned
     row by row with ``base_scores`` (its categories must be the membership's columns).
+    ``rule``: a name in :data:`FUSION_RULES`.
     Returns the (users, C) fused scores; higher is better.
     """
-    from spectra_rec.metrics._validate import as_distributions
+    from spectra_rec.metrics.validate import as_distributions
     from spectra_rec.priors.table import PriorTable
 
     base = np.asarray(base_scores, dtype=np.float64)
@@ -142,4 +173,4 @@ def fuse_scores(
         items = np.broadcast_to(np.arange(base.shape[1]), base.shape)
     mask = np.isfinite(base) & (np.asarray(items) >= 0)
     aff = affinity(P, M, np.where(mask, items, -1))
-    return blend(np.where(mask, base, 0.0), aff, w, mask, normalization)
+    return get_fusion_rule(rule)(np.where(mask, base, 0.0), aff, w, mask, normalization)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from fusion.backbones import Backbone, BackboneConfig, backbone_stage, check_backbone_inputs
-from fusion.blend import NORMALIZATIONS, affinity, check_w
+from fusion.blend import FUSION_RULES, NORMALIZATIONS, affinity, check_w
 from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES, retrieval_candidates, sampled_negatives
-from fusion.evaluate import SELECTION_RULES, CaseScores, SetResult, evaluate_set
+from fusion.evaluate import SELECTION_RULES, CaseScores, FusionResult, SetResult, evaluate_fusion
 from spectra_rec.data.dataset import Dataset
 from spectra_rec.data.split import Split
 from spectra_rec.data.stage import DataConfig, data_stage
@@ -41,9 +41,12 @@ class FusionConfig:
     prior: str = "uhf"
     """History prior name (``uhf@N``: last N train items), a SPECTRA readout (``spectra``, ``spectra-name``, ...) or a prior table path."""
     w: float | None = None
-    """Fixed fusion weight (skips the sweep); None: chosen on the dev cohort."""
+    """Fixed fusion weight, with the first normalization, for every candidate set (no sweep runs); None:
+    chosen on the dev cohort."""
     w_grid: tuple[float, ...] = DEFAULT_W_GRID
     """Weights swept on the dev cohort (must include 0 and 1)."""
+    rule: str = "linear"
+    """Fusion rule (a name in ``fusion.blend.FUSION_RULES``)."""
     normalizations: tuple[str, ...] = ("minmax", "zscore", "softmax", "rank")
     """Per-user normalizations tried on the dev cohort (the first is used with a fixed w)."""
     candidate_sets: tuple[str, ...] = CANDIDATE_SETS
@@ -114,6 +117,8 @@ class FusionConfig:
         for n in self.normalizations:
             if n not in NORMALIZATIONS:
                 raise ConfigError(f"unknown normalization {n!r}; options: {sorted(NORMALIZATIONS)}")
+        if self.rule not in FUSION_RULES:
+            raise ConfigError(f"unknown fusion rule {self.rule!r}; options: {sorted(FUSION_RULES)}")
         if self.index not in FAISS_INDEXES:
             raise ConfigError(f"unknown --index {self.index!r}; options: {list(FAISS_INDEXES)}")
         if self.max_users is not None and self.max_users < 2:
@@ -170,16 +175,21 @@ def cohorts(split: Split, config: FusionConfig) -> tuple[np.ndarray, np.ndarray]
 
 @dataclass
 class FusionRun:
-    """What a run produced: per-set results plus everything the report needs."""
+    """What a run produced: the fusion result plus everything the report needs."""
 
     config: FusionConfig
     data: Dataset
     prior: PriorTable
     backbone: Backbone
-    sets: dict[str, SetResult]
+    result: FusionResult
     cohort_sizes: dict
     timing: dict
     data_summary: dict
+
+    @property
+    def sets(self) -> dict[str, SetResult]:
+        """Per candidate set results (``result.sets``)."""
+        return self.result.sets
 
 
 def build_cases(name: str, split: Split, backbone: Backbone, prior: np.ndarray, users: np.ndarray, config: FusionConfig):
@@ -193,7 +203,7 @@ def build_cases(name: str, split: Split, backbone: Backbone, prior: np.ndarray, 
     base = np.where(cands.mask, backbone.scores(users, safe), 0.0).astype(np.float64)
     aff = affinity(prior, split.dataset.membership, cands.items)
     slices = split.item_slice[cands.targets]
-    return CaseScores(cands, base, aff, slices)
+    return CaseScores(cands, base, aff, slices, config.rule)
 
 
 def run_fusion(config: FusionConfig) -> FusionRun:
@@ -225,34 +235,26 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     backbone = backbone_stage(split, data_folder, bconf, config.runs, config.fresh)
     timing["backbone"] = time.perf_counter() - t
 
-    sets: dict[str, SetResult] = {}
-    timing["candidates"] = 0.0
-    timing["evaluate"] = 0.0
-    shared = config.select_on != "each"
-    order = list(config.candidate_sets)
-    if shared:
-        order = [config.select_on] + [s for s in order if s != config.select_on]
-    chosen = None
-    for name in order:
+    def timed_cases(name: str) -> CaseScores:
         t = time.perf_counter()
         cases = build_cases(name, split, backbone, P, users, config)
         timing["candidates"] += time.perf_counter() - t
-        t = time.perf_counter()
-        fixed_w, fixed_norm = (config.w, None) if chosen is None else chosen
-        res = evaluate_set(cases, ~is_test, is_test, config.w_grid, config.normalizations, fixed_w, fixed_norm, config.k,
-                           config.selection)
-        if shared and chosen is None:
-            chosen = (res.w, res.normalization)
-        sets[name] = res
-        timing["evaluate"] += time.perf_counter() - t
-        log.info("%s: w=%.2f (%s)", name, res.w, res.normalization)
+        return cases
+
+    timing["candidates"] = 0.0
+    t = time.perf_counter()
+    result = evaluate_fusion(config.candidate_sets, timed_cases, ~is_test, is_test, config.w_grid,
+                             config.normalizations, w=config.w, select_on=config.select_on,
+                             selection=config.selection, k=config.k, n_boot=config.n_boot, seed=config.seed,
+                             rule=config.rule)
+    timing["evaluate"] = time.perf_counter() - t - timing["candidates"]
 
     return FusionRun(
         config=config,
         data=ds,
         prior=table,
         backbone=backbone,
-        sets={s: sets[s] for s in config.candidate_sets},
+        result=result,
         cohort_sizes={"dev": int(len(dev)), "test": int(len(test))},
         timing=timing,
         data_summary=ds.summary() | {"item_slices": split.summary()["item_slices"]},

@@ -1,6 +1,7 @@
 """Fusion results as results.json, per-user CSV, results.md, PNG plots and a console table.
 
-This is the only place that rounds (JSON keeps full precision).
+Renders a :class:`fusion.evaluate.FusionResult` and computes nothing of its own; this is the only
+place that rounds (JSON keeps full precision).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fusion.evaluate import lift, metric_names, summarize
+from fusion.evaluate import metric_label, metric_names
 from fusion.pipeline import FusionRun, config_dict
 from spectra_rec import artifacts
 from spectra_rec.data.split import SLICES
@@ -24,22 +25,22 @@ SLICE_NAMES = ("overall", *SLICES)
 def results_dict(run: FusionRun) -> dict:
     """The results.json payload: per candidate set, base / fused / lift per slice."""
     cfg = run.config
-    k = cfg.k
-    key = f"ndcg@{k}"
-    first = next(iter(run.sets.values()))
+    res = run.result
+    key = metric_label("NDCG", res.k)
+    first = next(iter(res.sets.values()))
     out = {
         "model": cfg.model,
         "dataset": run.data.name,
         "prior": cfg.prior_label(),
         "prior_meta": run.prior.meta,
         "prior_uses_heldout": run.prior.uses_heldout,
-        "w": first.w if _one_choice(run) else None,
-        "normalization": first.normalization if _one_choice(run) else None,
-        "w_selected_on": ("fixed by --w" if cfg.w is not None
-                          else f"dev cohort, each candidate set on its own, {key}, {_RULES[cfg.selection]}"
-                          if cfg.select_on == "each"
-                          else f"dev cohort, {cfg.select_on}, {key}, {_RULES[cfg.selection]}"),
-        "w_grid": list(cfg.w_grid),
+        "w": first.w if res.one_choice else None,
+        "normalization": first.normalization if res.one_choice else None,
+        "w_selected_on": ("fixed by --w" if res.user_w is not None
+                          else f"dev cohort, each candidate set on its own, {key}, {_RULES[res.selection]}"
+                          if res.select_on == "each"
+                          else f"dev cohort, {res.select_on}, {key}, {_RULES[res.selection]}"),
+        "w_grid": list(res.w_grid),
         "cohorts": run.cohort_sizes,
         "backbone": {"folder": str(run.backbone.folder),
                      "recbole": {k: v for k, v in run.backbone.recbole_metrics.items() if k not in _TIMING_KEYS}},
@@ -47,15 +48,16 @@ def results_dict(run: FusionRun) -> dict:
         "config": config_dict(cfg),
         "data": run.data_summary,
     }
-    for name, r in run.sets.items():
+    for name, r in res.sets.items():
         out["candidates"][name] = {
             "w": r.w,
             "normalization": r.normalization,
-            "base": summarize(r.base, r.test, r.slices),
-            "fused": summarize(r.fused, r.test, r.slices),
+            "w_source": r.w_source,
+            "base": r.summary["base"],
+            "fused": r.summary["fused"],
             "lift": {
                 s: {key: v["relative"], "ci95": v["ci95"], f"{key}_absolute": v["absolute"], "p_value": v["p_value"], "n": v["n"]}
-                for s, v in lift(r.base[key], r.fused[key], r.test, r.slices, cfg.n_boot, cfg.seed).items()
+                for s, v in r.lift.items()
             },
             "sweep": r.sweep,
             "info": r.info,
@@ -74,10 +76,6 @@ def timing_dict(run: FusionRun) -> dict:
 
 
 _RULES = {"1se": "one-standard-error rule", "max": "best dev mean"}
-
-
-def _one_choice(run: FusionRun) -> bool:
-    return len({(r.w, r.normalization) for r in run.sets.values()}) == 1
 
 
 def choice_text(results: dict) -> str:
@@ -113,7 +111,7 @@ def _fmt(x, digits=4):
 
 
 def table_rows(results: dict, k: int) -> list[dict]:
-    key = f"ndcg@{k}"
+    key = metric_label("NDCG", k)
     rows = []
     for name, c in results["candidates"].items():
         for s in SLICE_NAMES:
@@ -172,9 +170,20 @@ def plots(results: dict, out: Path, k: int) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = f"ndcg@{k}"
+    key = metric_label("NDCG", k)
     paths = []
     sets = results["candidates"]
+    swept = {name: c for name, c in sets.items() if c["sweep"]}
+    if swept:  # a w given with --w runs no sweep: no curves to draw
+        paths.append(_sweep_plot(results, swept, out, k))
+    _slices_plot(results, sets, out, k, key)
+    paths.append(out / "slices.png")
+    return paths
+
+
+def _sweep_plot(results: dict, sets: dict, out: Path, k: int) -> Path:
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.6), squeeze=False)
     for ax, (name, c) in zip(axes[0], sets.items()):
         curves = c["sweep"][c["normalization"]]["test"]
@@ -187,9 +196,13 @@ def plots(results: dict, out: Path, k: int) -> list[Path]:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{results['model']} + {results['prior']}: NDCG@{k} vs w")
     fig.tight_layout()
-    paths.append(out / "sweep.png")
-    fig.savefig(paths[-1], dpi=110)
+    fig.savefig(out / "sweep.png", dpi=110)
     plt.close(fig)
+    return out / "sweep.png"
+
+
+def _slices_plot(results: dict, sets: dict, out: Path, k: int, key: str) -> None:
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.6), squeeze=False)
     x = np.arange(len(SLICE_NAMES))
@@ -203,10 +216,8 @@ def plots(results: dict, out: Path, k: int) -> list[Path]:
         ax.set_ylabel(f"NDCG@{k}")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out / "slices.png")
-    fig.savefig(paths[-1], dpi=110)
+    fig.savefig(out / "slices.png", dpi=110)
     plt.close(fig)
-    return paths
 
 
 def write_report(run: FusionRun, out: Path) -> dict:

@@ -162,7 +162,7 @@ def write_json(path: Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    tmp.write_text(json.dumps(obj, indent=1, default=json_default))
     tmp.replace(path)
     return path
 
@@ -176,7 +176,31 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def _json_default(o):
+def write_parquet(path: Path, frame, metadata: dict[bytes, bytes] | None = None) -> Path:
+    """Write a DataFrame (no index) as Parquet through a temporary file and an atomic rename.
+
+    ``metadata`` is merged into the schema metadata (pandas' own entry is kept).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    try:
+        pq.write_table(table, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+    return path
+
+
+def json_default(o):
+    """``json.dumps`` default for numpy scalars and arrays and paths (what stage configs and results hold)."""
     import numpy as np
 
     if isinstance(o, np.integer):
@@ -188,3 +212,7 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+_json_default = json_default
+"""Former private name, still imported by the probe stage."""

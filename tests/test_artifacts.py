@@ -1,4 +1,4 @@
-"""Stage caching (ARCHITECTURE.md section 7): config-hash folders, reuse, --fresh, atomic writes."""
+"""Stage caching (docs/index.md, "Artifacts and caching"): config-hash folders, reuse, --fresh, atomic writes."""
 
 from __future__ import annotations
 
@@ -144,3 +144,26 @@ def test_temporary_folder_of_a_killed_run_is_removed_on_the_next_run(tmp_path):
     run_stage(tmp_path, "demo", config, lambda tmp: (tmp / "ok").write_text("1") and None)
     assert not orphan.exists()
     assert (final / "ok").read_text() == "1"
+
+
+def test_write_parquet_round_trips_with_metadata_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    first = pd.DataFrame({"user_id": ["a", "b"], "x": [0.25, 0.75]})
+    artifacts.write_parquet(path, first, {b"spectra_rec": b'{"n": 2}'})
+    assert pd.read_parquet(path).equals(first)
+    assert pq.read_schema(path).metadata[b"spectra_rec"] == b'{"n": 2}'
+    assert b"pandas" in pq.read_schema(path).metadata  # pandas' own entry is kept
+
+    def half_then_crash(table, where, **kw):
+        open(where, "wb").write(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq, "write_table", half_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.write_parquet(path, pd.DataFrame({"user_id": ["c"], "x": [1.0]}))
+    monkeypatch.undo()
+    assert pd.read_parquet(path).equals(first)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]

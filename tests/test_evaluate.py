@@ -1,4 +1,4 @@
-"""spectra_rec.evaluate: library and CLI on synthetic data, including the issue's sanity checks."""
+"""spectra_rec.evaluate: library and CLI on synthetic data, including synthetic sanity checks with known answers."""
 
 import json
 import warnings
@@ -32,7 +32,7 @@ def _dg_table(split, k=3, source="uhf"):
     return PriorTable(base.user_ids, base.categories, uniform_on_topk(base.probs, k), {"method": "dg"}, "dg-like")
 
 
-# ---------------------------------------------------------------- the issue's synthetic sanity checks
+# ---------------------------------------------------------------- synthetic sanity checks with known answers
 def test_oracle_has_js_zero_and_ndcg_one_and_is_labelled(synth):
     _, ds, split = synth
     priors = {"oracle": history_prior(split, "oracle"), "uhf": history_prior(split, "uhf")}

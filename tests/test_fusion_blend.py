@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fusion.blend import NORMALIZATIONS, affinity, blend, fuse_scores
+from fusion.blend import FUSION_RULES, NORMALIZATIONS, affinity, blend, fuse_scores, get_fusion_rule, register_fusion_rule
 from spectra_rec.errors import ConfigError, PriorTableError
 from spectra_rec.priors.table import PriorTable
+from spectra_rec.testing.fusion import FusionRuleTests
 
 
 @pytest.fixture
@@ -104,3 +105,26 @@ def test_fuse_scores_errors_name_the_mismatch():
         fuse_scores(np.zeros((1, 2)), np.eye(2), np.array([[0.5, 0.6]]), 0.5)
     with pytest.raises(ConfigError, match="2 rows but base_scores has 3 candidate columns"):
         fuse_scores(np.zeros((1, 3)), np.eye(2), np.array([[0.5, 0.5]]), 0.5)
+
+
+class TestLinearRule(FusionRuleTests):
+    """The registered ``linear`` rule passes the fusion-rule contract."""
+
+    rule = FUSION_RULES["linear"]
+
+
+def test_registry_names_the_linear_rule_and_refuses_unknown_or_duplicate_names():
+    assert FUSION_RULES["linear"] is blend and get_fusion_rule("linear") is blend
+    with pytest.raises(ConfigError, match=r"unknown fusion rule 'nope'; options: \['linear'\]"):
+        get_fusion_rule("nope")
+    with pytest.raises(ConfigError, match="already registered"):
+        register_fusion_rule("linear", blend)
+
+
+def test_fuse_scores_uses_the_named_rule(rng):
+    base = rng.normal(size=(4, 6))
+    M = np.eye(6)[:, :3] + np.eye(6)[:, 3:]
+    P = rng.dirichlet(np.ones(3), size=4)
+    assert np.array_equal(fuse_scores(base, M, P, w=0.4, rule="linear"), fuse_scores(base, M, P, w=0.4))
+    with pytest.raises(ConfigError, match="unknown fusion rule"):
+        fuse_scores(base, M, P, w=0.4, rule="nope")

@@ -60,9 +60,9 @@ def test_results_json_has_the_documented_schema_and_files(sasrec):
         c = on_disk["candidates"][cset]
         for side in ("base", "fused"):
             for s in ("overall", "head", "mid", "tail"):
-                assert set(c[side][s]) >= {"ndcg@10", "hr@10", "mrr@10", "n"}
+                assert set(c[side][s]) >= {"NDCG@10", "HR@10", "MRR@10", "n"}
         for s in ("overall", "head", "mid", "tail"):
-            assert set(c["lift"][s]) >= {"ndcg@10", "ci95", "p_value"}
+            assert set(c["lift"][s]) >= {"NDCG@10", "ci95", "p_value"}
         n = c["base"]
         assert n["overall"]["n"] == n["head"]["n"] + n["mid"]["n"] + n["tail"]["n"] == run.cohort_sizes["test"]
     for f in ("results.md", "per_user.csv", "sweep.png", "slices.png"):
@@ -85,7 +85,7 @@ def test_summary_means_equal_per_user_csv(sasrec):
     cfg, _, results = sasrec
     df = pd.read_csv(cfg.out / "per_user.csv")
     sel = (df.candidates == "neg999") & (df.cohort == "test") & (df.slice == "head")
-    assert results["candidates"]["neg999"]["fused"]["head"]["ndcg@10"] == pytest.approx(df[sel]["fused_ndcg@10"].mean())
+    assert results["candidates"]["neg999"]["fused"]["head"]["NDCG@10"] == pytest.approx(df[sel]["fused_NDCG@10"].mean())
 
 
 def test_w0_reproduces_the_base_metrics_case_by_case(syn_dir, runs, sasrec):
@@ -112,7 +112,7 @@ def test_backbones_beat_a_random_ranker_on_synthetic_data(model, syn_dir, runs):
                              backbone_overrides=overrides))
     r = run.sets["neg99"]
     random_ndcg = sum(1 / 100 / np.log2(rank + 1) for rank in range(1, 11))
-    ndcg, hr = r.base["ndcg@10"][r.test], r.base["hr@10"][r.test]
+    ndcg, hr = r.base["NDCG@10"][r.test], r.base["HR@10"][r.test]
     assert ndcg.mean() > 2 * random_ndcg and hr.mean() > 0.2, (ndcg.mean(), hr.mean())
     from scipy.stats import wilcoxon
 

@@ -17,9 +17,9 @@ def test_rank_counts_ties_against_the_target_and_missing_targets_are_inf():
 
 def test_metrics_hand_worked():
     m = ranking_metrics(np.array([1.0, 3.0, 11.0, np.inf]), k=10)
-    assert m["ndcg@10"] == pytest.approx([1.0, 1 / np.log2(4), 0.0, 0.0])
-    assert m["hr@10"].tolist() == [1, 1, 0, 0]
-    assert m["mrr@10"] == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
+    assert m["NDCG@10"] == pytest.approx([1.0, 1 / np.log2(4), 0.0, 0.0])
+    assert m["HR@10"].tolist() == [1, 1, 0, 0]
+    assert m["MRR@10"] == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
 
 
 def test_metrics_match_recbole_evaluator_on_random_scores():
@@ -39,21 +39,21 @@ def test_metrics_match_recbole_evaluator_on_random_scores():
     pos_index = torch.as_tensor(topk == targets[:, None])
     pos_len = np.ones(n, dtype=np.int64)
     cfg = {"topk": [k], "metric_decimal_place": 8}
-    assert ours["ndcg@10"] == pytest.approx(NDCG(cfg).metric_info(pos_index.numpy(), pos_len)[:, k - 1])
-    assert ours["hr@10"] == pytest.approx(Hit(cfg).metric_info(pos_index.numpy())[:, k - 1])
-    assert ours["mrr@10"] == pytest.approx(MRR(cfg).metric_info(pos_index.numpy())[:, k - 1])
+    assert ours["NDCG@10"] == pytest.approx(NDCG(cfg).metric_info(pos_index.numpy(), pos_len)[:, k - 1])
+    assert ours["HR@10"] == pytest.approx(Hit(cfg).metric_info(pos_index.numpy())[:, k - 1])
+    assert ours["MRR@10"] == pytest.approx(MRR(cfg).metric_info(pos_index.numpy())[:, k - 1])
 
 
 def test_summarize_reports_empty_slice_as_nan_with_warning():
-    vals = {"ndcg@10": np.array([1.0, 0.0, 0.5])}
+    vals = {"NDCG@10": np.array([1.0, 0.0, 0.5])}
     mask = np.array([True, True, True])
     slices = np.array([0, 0, 2])
     with pytest.warns(DataWarning, match="slice 'mid' has no test cases"):
         out = summarize(vals, mask, slices)
-    assert out["overall"] == {"ndcg@10": pytest.approx(0.5), "n": 3}
-    assert out["head"]["ndcg@10"] == pytest.approx(0.5)
-    assert out["mid"]["n"] == 0 and np.isnan(out["mid"]["ndcg@10"])
-    assert out["tail"]["ndcg@10"] == pytest.approx(0.5)
+    assert out["overall"] == {"NDCG@10": pytest.approx(0.5), "n": 3}
+    assert out["head"]["NDCG@10"] == pytest.approx(0.5)
+    assert out["mid"]["n"] == 0 and np.isnan(out["mid"]["NDCG@10"])
+    assert out["tail"]["NDCG@10"] == pytest.approx(0.5)
 
 
 def _sweep(dev_rows: dict, grid):

@@ -25,7 +25,7 @@ def test_js_matches_scipy_distance_squared_base2():
 
 
 def test_js_hand_worked_pitfalls_example():
-    # PITFALLS.md: p = [.5, .5], q = [1, 0] -> distance 0.558, divergence 0.311
+    # docs/pitfalls.md: p = [.5, .5], q = [1, 0] -> distance 0.558, divergence 0.311
     js = js_divergence([[0.5, 0.5]], [[1.0, 0.0]])[0]
     expected = 1.5 - 0.75 * np.log2(3)  # = H(m) - (H(p) + H(q)) / 2 with m = (.75, .25)
     assert js == pytest.approx(expected, abs=1e-12)

@@ -1,5 +1,5 @@
 """The per-user chronological split, ground truth, item slices, category buckets, cohorts, and
-the RecBole benchmark export (ARCHITECTURE.md section 3), including the leakage proof for the
+the RecBole benchmark export (docs/index.md, "Protocol"), including the leakage proof for the
 export: nothing held out reaches a backbone's training or validation rows.
 """
 

@@ -13,7 +13,7 @@ from packaging.version import Version
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
-BOUNDED = ("transformers", "peft", "torch", "numpy", "pandas")
+BOUNDED = ("transformers", "peft", "torch", "numpy", "pandas", "datasets")
 
 
 def _requirements() -> dict[str, Requirement]:

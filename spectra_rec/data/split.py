@@ -1,4 +1,4 @@
-"""The per-user chronological split and everything derived from it (ARCHITECTURE.md section 3).
+"""The per-user chronological split and everything derived from it (docs/index.md, "Protocol").
 
 Each user's interactions in time order (ties broken by item index): the first ``ratio``
 share (at least 1) is the train window, the rest is held out. Item slices, category

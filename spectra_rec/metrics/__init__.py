@@ -1,4 +1,4 @@
-"""Category-level metrics (ARCHITECTURE.md section 5): pure numpy functions returning per-user values.
+"""Category-level metrics (docs/formulas.md): pure numpy functions returning per-user values.
 
 Averaging over users happens once, in :mod:`spectra_rec.evaluate`; rounding only in
 :mod:`spectra_rec.report`. scipy is imported inside the functions that need it, so

@@ -1,4 +1,4 @@
-"""Calibration and per-bucket mass (ARCHITECTURE.md section 5, paper 4.3, Appendices C and D.3).
+"""Calibration and per-bucket mass (docs/formulas.md; paper 4.3, Appendices C and D.3).
 
 ECE bins (user, category) pairs by predicted probability into equal-width bins on [0, 1]:
 ECE = sum_b (n_b / N) |mean p in b - mean q in b| = sum_b |sum p in b - sum q in b| / N.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, as_pq, check_positive_int
+from spectra_rec.metrics.validate import as_distributions, as_pq, check_positive_int
 
 __all__ = [
     "BinSums",

@@ -1,4 +1,4 @@
-"""Divergences between predicted and true category distributions, per user (ARCHITECTURE.md section 5).
+"""Divergences between predicted and true category distributions, per user (docs/formulas.md).
 
 Rows are users, columns categories; every function returns one value per row.
 Logarithms are base 2 unless ``base`` says otherwise, so 0 <= JS <= 1.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, as_pq
+from spectra_rec.metrics.validate import as_distributions, as_pq
 
 __all__ = ["entropy", "js_divergence", "kl_divergence", "max_abs_error", "total_variation"]
 

@@ -1,4 +1,4 @@
-"""Top-k exposure (ARCHITECTURE.md section 5, paper 4.3): which categories users' top-k lists show.
+"""Top-k exposure (docs/formulas.md; paper 4.3): which categories users' top-k lists show.
 
 ``topk_exposure`` gives each user's share of a top-k slot per category (ties at the cut
 are shared equally, the expectation over random tie-breaks); the cohort's exposure
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, check_k
+from spectra_rec.metrics.validate import as_distributions, check_k
 from spectra_rec.metrics.ranking import tie_groups
 
 __all__ = ["counts_entropy", "exposure_entropy", "topk_exposure"]

@@ -1,4 +1,4 @@
-"""Cross-user fairness by tail preference (ARCHITECTURE.md section 5, paper 4.3 and B.3).
+"""Cross-user fairness by tail preference (docs/formulas.md; paper 4.3 and B.3).
 
 Tail preference of u = q_u mass on tail-bucket categories. Quartiles by value:
 Q1 = (-inf, e1], Q2 = (e1, e2], Q3 = (e2, e3], Q4 = (e3, inf) with e_i the cohort's i/4
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, as_pair, as_vector, warn_degenerate
+from spectra_rec.metrics.validate import as_distributions, as_pair, as_vector, warn_degenerate
 from spectra_rec.metrics.stats import resample_means, bootstrap_ci, holm, paired_wilcoxon, percentile_interval
 
 __all__ = ["preference_groups", "quartile_reduction", "ratio_interval", "tail_preference"]

@@ -1,4 +1,4 @@
-"""Category NDCG@k with graded gains q_u(c) (ARCHITECTURE.md section 5, paper 4.1).
+"""Category NDCG@k with graded gains q_u(c) (docs/formulas.md; paper 4.1).
 
 Categories are ranked by the predicted p_u. Ties in p_u are averaged (the expected DCG over
 random tie-breaks, as scikit-learn's ``ndcg_score(ignore_ties=False)``), so a uniform prior
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_pq, check_k
+from spectra_rec.metrics.validate import as_pq, check_k
 
 __all__ = ["category_dcg", "category_ndcg", "discounts"]
 

@@ -1,4 +1,4 @@
-"""Significance and uncertainty over per-user values (ARCHITECTURE.md section 5, "Statistics").
+"""Significance and uncertainty over per-user values (docs/formulas.md, "Statistics").
 
 Paired two-sided Wilcoxon signed-rank, Holm-Bonferroni adjustment, and percentile
 bootstrap confidence intervals from user-level resamples (paired for differences and
@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from spectra_rec.metrics._validate import (
+from spectra_rec.metrics.validate import (
     as_pair,
     as_vector,
     check_alpha,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spectra_rec.metrics._validate import as_distributions, as_pq, check_k
+from spectra_rec.metrics.validate import as_distributions, as_pq, check_k
 
 __all__ = [
     "binary_entropy",

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spectra_rec import artifacts
 from spectra_rec.errors import PriorTableError
+from spectra_rec.metrics.validate import unnormalized_rows
 
 SUM_TOLERANCE = 1e-4
 """Rows must sum to 1 within this; they are then renormalized exactly."""
@@ -66,12 +68,11 @@ class PriorTable:
                 f"{where}: negative probability {probs[r, c]:.3g} for user {users[r]!r} category {cats[c]!r}"
             )
         sums = probs.sum(axis=1)
-        off = np.abs(sums - 1.0) > SUM_TOLERANCE
-        if off.any():
-            r = int(np.flatnonzero(off)[0])
+        off = unnormalized_rows(sums, SUM_TOLERANCE)
+        if off.size:
             raise PriorTableError(
-                f"{where}: {int(off.sum())} row(s) do not sum to 1 (tolerance {SUM_TOLERANCE}), "
-                f"e.g. user {users[r]!r} sums to {sums[r]:.6g}"
+                f"{where}: {off.size} row(s) do not sum to 1 (tolerance {SUM_TOLERANCE}), "
+                f"e.g. user {users[off[0]]!r} sums to {sums[off[0]]:.6g}"
             )
         object.__setattr__(self, "user_ids", users)
         object.__setattr__(self, "categories", cats)
@@ -130,16 +131,11 @@ class PriorTable:
         path.parent.mkdir(parents=True, exist_ok=True)
         # No time stamp: the same table gives the same bytes (the stage manifest records when it was made).
         meta = self.meta
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         df = self.to_frame()
         if path.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            tbl = pa.Table.from_pandas(df, preserve_index=False)
-            tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
-            pq.write_table(tbl, tmp)
-        elif path.suffix == ".csv":
+            return artifacts.write_parquet(path, df, {_META_KEY: json.dumps(meta).encode()})
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        if path.suffix == ".csv":
             df.to_csv(tmp, index=False)  # shortest round-trip repr: reading back gives the same floats
             meta_path = Path(str(path) + ".meta.json")
             meta_tmp = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")

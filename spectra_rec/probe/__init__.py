@@ -1,4 +1,4 @@
-"""Probing: read per-user category distributions out of a causal LM (ARCHITECTURE.md section 4).
+"""Probing: read per-user category distributions out of a causal LM (docs/formulas.md, "SPECTRA readouts").
 
     readouts.py   logit (yes/no), name, choice (multi-choice, anchored blocks for K > 26), hier (L1 -> L2)
     dg.py         direct-generation baseline (uniform on the decoded top-k, parse counts)

@@ -1,4 +1,4 @@
-"""Direct-generation (DG) baseline (ARCHITECTURE.md section 4, paper A.3).
+"""Direct-generation (DG) baseline (docs/formulas.md; paper A.3).
 
 From the same fine-tuned model, greedy-decode a ranked list of k categories after
 ``dg_question(k)``, parse it, and set p_DG = 1/k on the listed categories, 0 elsewhere

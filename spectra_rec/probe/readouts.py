@@ -1,4 +1,4 @@
-"""SPECTRA readouts (ARCHITECTURE.md section 4; paper 3.2, A.4, B.6): token scores -> category distributions.
+"""SPECTRA readouts (docs/formulas.md; paper 3.2, A.4, B.6): token scores -> category distributions.
 
 Each readout turns one user's history prefix into K scores s(c) and a distribution p:
 

@@ -1,4 +1,4 @@
-"""Reranker baseline (ARCHITECTURE.md section 4): pointwise yes/no relevance in the Qwen3-Reranker format.
+"""Reranker baseline (docs/formulas.md): pointwise yes/no relevance in the Qwen3-Reranker format.
 
 Each (user history, category) pair is judged with ``templates.reranker_prompt``; the answer
 token follows the prompt directly (``yes`` / ``no``, no leading space, as Qwen3-Reranker reads

@@ -2,7 +2,7 @@
 
 Everything here reads ``Split.train_items`` (never ``heldout_items``), and every string is
 rendered by :mod:`spectra_rec.text.templates`, so SFT teaches exactly the formats the probes
-read (ARCHITECTURE.md section 4, last bullet).
+read (docs/index.md, "Protocol").
 
 - CPT documents: user traces (``history_prefix`` over chunks of the train window, in time
   order, with the user profile), item metadata (``Item: <title> (<year>) [<categories>]``)

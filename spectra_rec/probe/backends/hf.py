@@ -4,7 +4,7 @@ With ``reuse_prefix=True`` (the default) a prompt group's prefix is prefilled on
 batch size 1; for each batch of suffixes the cache is deep-copied, repeated B times with
 ``batch_repeat_interleave`` and the right-padded suffixes are fed with
 ``attention_mask = cat(ones(B, P), suffix_mask)``; each row's logits are read at its last
-real token (PITFALLS.md: right padding keeps Qwen3's implicit positions correct; a forward
+real token (docs/pitfalls.md: right padding keeps Qwen3's implicit positions correct; a forward
 pass extends a cache in place, hence the copy). A small LRU of prefix states lets a later
 call reuse (or extend) a prefix encoded earlier, e.g. the hierarchical readout's L2 probes
 reuse the L1 history prefill. With ``share_suffix_start`` (default) the common start of a
