@@ -395,6 +395,7 @@ def spectra_prior(
     device: str | None = None,
     fresh: bool = False,
     progress: bool = True,
+    ray_config=None,
 ) -> PriorTable:
     """The SPECTRA prior table for ``data``: align when no adapter is cached, then probe (cached by configuration).
 
@@ -402,7 +403,9 @@ def spectra_prior(
     ``(Dataset, Split)`` pair. ``adapter``: an align folder to use instead of aligning.
     ``max_items`` defaults to the adapter's SFT context size; the DG readout's ``k`` to its
     SFT list length. ``fresh`` recomputes the probe stage only (a cached adapter is reused;
-    pass ``adapter=`` or run ``spectra-rec align --fresh`` to retrain). Stage folder:
+    pass ``adapter=`` or run ``spectra-rec align --fresh`` to retrain). ``ray_config``
+    (a :class:`spectra_rec.probe.distributed.RayConfig`) probes on a Ray actor pool instead of
+    this process: the same table, so not part of the cache key. Stage folder:
     ``runs/probe/<hash>/`` with ``prior.parquet``, raw scores, metadata and ``manifest.json``.
     """
     runs = Path(runs)
@@ -436,6 +439,16 @@ def spectra_prior(
     def build(tmp: Path) -> dict:
         from spectra_rec.align.io import load_aligned
 
+        if ray_config is not None:
+            from spectra_rec.probe.distributed import ModelSpec, probe_prior_ray
+
+            table = probe_prior_ray(
+                ds, split, ModelSpec(str(adapter.resolve()), "align", device), readout, out=tmp / "prior.parquet",
+                readout_options=options, users=all_users, backend=backend, backend_options=backend_options,
+                max_items=max_items, ray_config=ray_config, model_name=str(adapter), progress=progress,
+            )
+            shutil.rmtree(tmp / "prior.parquet.parts", ignore_errors=True)
+            return {"users": int(len(table.user_ids)), "method": table.method, "engine": "ray"}
         if backend == "vllm":
             model = adapter
             from spectra_rec.align.io import load_tokenizer
@@ -455,8 +468,8 @@ def spectra_prior(
     return PriorTable.load(folder / "prior.parquet")
 
 
-_SPEED_OPTIONS = ("batch_size",)
-"""Backend options that change speed, not scores: left out of the cache key."""
+_SPEED_OPTIONS = ("batch_size", "runs", "cache_dir")
+"""Backend options that change speed or where caches live, not scores: left out of the cache key."""
 
 
 def _with_defaults(readout: str, options: dict) -> dict:

@@ -1,0 +1,47 @@
+"""``spectra-rec probe --backend vllm``: a real align folder, served merged (the ``runs/merged`` stage) and as
+base + LoRA, equals the hf backend's table. Skips without vllm (``make test-vllm`` runs it on the CPU build)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="needs vllm (make test-vllm)")]
+TOL = 2e-3
+
+
+def test_cli_serves_a_merged_align_folder_as_its_own_stage(synthetic_dir, tmp_path, capsys):
+    """A real align folder -> ``spectra-rec probe --backend vllm --merge-lora``: same table as hf, merged model
+    under runs/merged/<hash>/, the published align folder untouched."""
+    from spectra_rec.align.config import AlignConfig, LoraSettings, TrainConfig
+    from spectra_rec.align.pipeline import align
+    from spectra_rec.cli import main
+    from spectra_rec.priors.table import PriorTable
+    from spectra_rec.testing.tiny import TINY_MODEL
+    from spectra_rec.text.corpus import SFTConfig
+
+    runs = tmp_path / "runs"
+    cfg = AlignConfig(model=TINY_MODEL, vocab_size=400, max_length=256, max_users=40,
+                      sft=SFTConfig(context_items=6, refs_per_user=2, examples_per_ref=2),
+                      cpt_train=TrainConfig(max_steps=4, batch_size=4, learning_rate=5e-3, save_steps=50),
+                      sft_train=TrainConfig(max_steps=4, batch_size=8, learning_rate=5e-2, save_steps=50),
+                      lora=LoraSettings(r=8, alpha=16, dropout=0.0))
+    sft = align(str(synthetic_dir), cfg, runs)
+    before = sorted(p.relative_to(sft) for p in sft.rglob("*"))
+    common = ["--dataset", str(synthetic_dir), "--adapter", str(sft), "--max-users", "6", "--runs", str(runs),
+              "--readout", "choice", "--no-progress"]
+    assert main(["probe", *common, "--out", str(tmp_path / "hf.parquet")]) == 0
+    assert main(["probe", *common, "--backend", "vllm", "--merge-lora", "--dtype", "fp32",
+                 "--out", str(tmp_path / "vl.parquet")]) == 0
+    assert main(["probe", *common, "--backend", "vllm", "--dtype", "fp32", "--out", str(tmp_path / "lora.parquet")]) == 0
+    hf, vl, lora = (PriorTable.load(tmp_path / f"{n}.parquet") for n in ("hf", "vl", "lora"))
+    assert vl.user_ids.tolist() == hf.user_ids.tolist() == lora.user_ids.tolist()
+    assert np.abs(hf.probs - vl.probs).max() <= TOL
+    assert np.abs(hf.probs - lora.probs).max() <= TOL  # base (the CPT model) + the SFT adapter via enable_lora
+    merged = list((runs / "merged").glob("*/model/config.json"))
+    assert len(merged) == 1 and json.loads((merged[0].parents[1] / "manifest.json").read_text())["kind"] == "merged"
+    assert sorted(p.relative_to(sft) for p in sft.rglob("*")) == before  # nothing written into the align folder
