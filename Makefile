@@ -21,7 +21,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
 	# RecBole pins ray<=2.6.3 (no wheel for Python 3.12+); we never use its ray tuning, so it is
 	# installed without its requirements, which pyproject.toml lists (minus ray).
 	$(PY) -m pip install -q -c constraints.txt --no-deps recbole==1.2.1

@@ -70,20 +70,6 @@ def _local_probe(tiny, out, readout="choice"):
         torch.set_num_threads(threads)
 
 
-@needs_ray
-@pytest.mark.ray
-@pytest.mark.parametrize("readout", ["choice", "hier"])
-def test_ray_probe_equals_the_single_process_run_row_for_row(cluster, tiny, tmp_path, readout):
-    ray_table = _ray_probe(tiny, tmp_path / "ray.parquet", readout)
-    local = _local_probe(tiny, tmp_path / "local.parquet", readout)
-    assert ray_table.user_ids.tolist() == local.user_ids.tolist() and len(local.user_ids) == 12
-    np.testing.assert_array_equal(ray_table.probs, local.probs)
-    a, b = (pd.read_parquet(tmp_path / f"{n}.scores.parquet") for n in ("ray", "local"))
-    pd.testing.assert_frame_equal(a, b)
-    done = json.loads((tmp_path / "ray.parquet.parts" / "shard-0000-of-0001" / "DONE").read_text())
-    assert done["engine"] == "ray" and done["workers"] == 2 and done["probed_this_run"] == 12
-
-
 class CrashOnce:
     """Mixin: the first batch any actor sees kills its process (os._exit), as a lost node or an OOM kill would."""
 
@@ -126,7 +112,7 @@ def test_a_crashed_actors_batch_is_retried_and_an_interrupted_run_resumes(cluste
 
 @needs_ray
 @pytest.mark.ray
-def test_cli_engine_ray_writes_the_single_process_table(cluster, tiny, tmp_path, capsys):
+def test_cli_engine_ray_writes_the_single_process_table_row_for_row(cluster, tiny, tmp_path, capsys):
     from spectra_rec.cli import main
     from spectra_rec.data.synthetic import SyntheticConfig, make_synthetic
     from spectra_rec.priors.table import PriorTable
@@ -137,11 +123,21 @@ def test_cli_engine_ray_writes_the_single_process_table(cluster, tiny, tmp_path,
                                                              mean_interactions=20, seed=0))
     args = ["probe", "--model", str(path), "--readout", "logit", "--max-users", "12", "--chunk-users", "4",
             "--device", "cpu", "--threads", "1", "--no-progress", "--dataset", str(data), "--runs", str(tmp_path / "runs")]
-    assert main(args + ["--out", str(tmp_path / "local.parquet")]) == 0
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(args + ["--out", str(tmp_path / "local.parquet")]) == 0  # --threads 1, as in each actor
+    finally:
+        torch.set_num_threads(threads)
     assert main(args + ["--engine", "ray", "--workers", "2", "--out", str(tmp_path / "ray.parquet")]) == 0
     a, b = (PriorTable.load(tmp_path / f"{n}.parquet") for n in ("local", "ray"))
-    assert a.user_ids.tolist() == b.user_ids.tolist()
+    assert a.user_ids.tolist() == b.user_ids.tolist() and len(a.user_ids) == 12
     np.testing.assert_array_equal(a.probs, b.probs)
+    sa, sb = (pd.read_parquet(tmp_path / f"{n}.scores.parquet") for n in ("local", "ray"))
+    pd.testing.assert_frame_equal(sa, sb)  # raw scores too, row for row
+    done = json.loads((tmp_path / "ray.parquet.parts" / "shard-0000-of-0001" / "DONE").read_text())
+    assert done["engine"] == "ray" and done["workers"] == 2 and done["probed_this_run"] == 12
 
 
 # ---- bad input: one line naming the flag, exit code 2 ---------------------------------------------
