@@ -177,12 +177,3 @@ def test_engine_ray_without_ray_names_the_extra(monkeypatch):
     monkeypatch.setattr(distributed.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(ConfigError, match=r"--engine ray needs the optional 'ray' package.*spectra-rec\[ray\]"):
         distributed.require_ray()
-
-
-def test_vllm_requested_but_not_installed_is_a_clear_error(monkeypatch):
-    from spectra_rec.probe.backends import vllm as vllm_backend
-
-    if importlib.util.find_spec("vllm") is not None:
-        pytest.skip("vllm is installed")
-    with pytest.raises(ConfigError, match=r"--backend vllm needs the optional 'vllm' package"):
-        vllm_backend.require_vllm()

@@ -277,18 +277,28 @@ def probe_prior_ray(
         require_vllm()  # before a cluster starts: the actors would fail the same way
     readout_options = dict(readout_options or {})
     backend_options = dict(backend_options or {})
+    if backend == "vllm" and backend_options.pop("merge", False) and spec.kind == "align":
+        # Merge once, here, not in every actor (they would race on the same merged stage).
+        from spectra_rec.probe.backends.vllm import merged_model_dir
+
+        merged = merged_model_dir(Path(spec.path), Path(backend_options.get("runs", "runs")))
+        log.info("ray: actors serve the merged model %s", merged)
+        adapter_spec = spec
+        spec = ModelSpec(str(merged), "model", spec.device, spec.dtype, spec.threads)
+    else:
+        adapter_spec = spec
     # The driver's copy of the readout, for the metadata (its answer tokens, blocks, anchor): it
     # needs the tokenizer, never the weights.
     ro = make_readout(readout, **readout_options)
     ro.prepare(PromptBuilder(dataset, split, _tokenizer(spec), 1 << 30, max_items))
     all_users = cohort(split, users, max_users)
-    adapter_manifest = Path(spec.path) if spec.kind == "align" else None
+    adapter_manifest = Path(adapter_spec.path) if adapter_spec.kind == "align" else None
     meta = {
         "method": ro.method,
         **ro.meta(),
         "template_version": TEMPLATE_VERSION,
         "adapter_manifest_hash": manifest_hash(adapter_manifest),
-        "model": model_name or spec.path,
+        "model": model_name or adapter_spec.path,
         "backend": {"backend": backend, "engine": "ray", "workers": ray_config.workers,
                     "gpus_per_worker": ray_config.gpus_per_worker},
         "dataset": dataset.name,
