@@ -67,8 +67,8 @@ def read_manifest(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_model(args, ds, split, allow_align: bool = True):
-    """(model or model path for vllm, tokenizer, adapter folder or None, name, manifest)."""
+def resolve_adapter(args, ds, split, allow_align: bool = True):
+    """The align folder to probe (aligning the default model when neither --adapter nor --model is given), or None."""
     if args.adapter is not None and args.model is not None:
         raise ConfigError("give --adapter or --model, not both")
     adapter = args.adapter
@@ -79,6 +79,12 @@ def load_model(args, ds, split, allow_align: bool = True):
 
         log.info("no --adapter given: aligning the default model (cached under %s)", args.runs)
         adapter = align((ds, split), None, args.runs)
+    return adapter
+
+
+def load_model(args, ds, split, allow_align: bool = True):
+    """(model or model path for vllm, tokenizer, adapter folder or None, name, manifest)."""
+    adapter = resolve_adapter(args, ds, split, allow_align)
     if adapter is not None:
         manifest = read_manifest(adapter)
         if args.backend == "vllm":
@@ -158,14 +164,7 @@ def run_probe(args, readout: str, options: dict, default_out: str, allow_align: 
     if rc is not None:
         return _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_align, check)
     model, tokenizer, adapter, name, manifest = load_model(args, ds, split, allow_align)
-    if check is not None:
-        check(adapter, manifest)
-    max_items, dg_k = sft_defaults(manifest)
-    if args.max_items is not None:
-        max_items = args.max_items
-    if readout == "dg" and options.get("k") is None:
-        options["k"] = dg_k or 3
-    out = args.out or args.runs / "probe" / default_out.format(dataset=ds.name, readout=readout, model=Path(name).name)
+    max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check)
     table = probe_prior(
         ds, split, model, tokenizer, readout, readout_options=options, max_users=args.max_users,
         backend=args.backend, backend_options=backend_options(args), max_items=max_items, shard=shard, out=out,
@@ -180,26 +179,8 @@ def run_probe(args, readout: str, options: dict, default_out: str, allow_align: 
     return 0
 
 
-def _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_align, check) -> int:
-    """``run_probe`` on a Ray actor pool: the driver loads data and manifests, never the model."""
-    from spectra_rec.probe.distributed import probe_prior_ray
-
-    if args.adapter is not None and args.model is not None:
-        raise ConfigError("give --adapter or --model, not both")
-    adapter = args.adapter
-    if adapter is None and args.model is None:
-        if not allow_align:
-            raise ConfigError("give --model DIR or --adapter DIR")
-        from spectra_rec.align.pipeline import align
-
-        adapter = align((ds, split), None, args.runs)
-    if args.backend == "vllm":
-        from spectra_rec.probe.backends.vllm import check_loadable, require_vllm
-
-        require_vllm()
-        if adapter is None:
-            check_loadable(str(args.model))
-    manifest = read_manifest(adapter) if adapter is not None else {}
+def _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check):
+    """Run ``check``; fill the history cap and DG's k from the adapter's SFT settings; (max_items, out path)."""
     if check is not None:
         check(adapter, manifest)
     max_items, dg_k = sft_defaults(manifest)
@@ -207,8 +188,24 @@ def _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_ali
         max_items = args.max_items
     if readout == "dg" and options.get("k") is None:
         options["k"] = dg_k or 3
-    name = str(adapter if adapter is not None else args.model)
     out = args.out or args.runs / "probe" / default_out.format(dataset=ds.name, readout=readout, model=Path(name).name)
+    return max_items, out
+
+
+def _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_align, check) -> int:
+    """``run_probe`` on a Ray actor pool: the driver loads data and manifests, never the model."""
+    from spectra_rec.probe.distributed import probe_prior_ray
+
+    adapter = resolve_adapter(args, ds, split, allow_align)
+    if args.backend == "vllm":
+        from spectra_rec.probe.backends.vllm import check_loadable, require_vllm
+
+        require_vllm()
+        if adapter is None:
+            check_loadable(str(args.model))
+    manifest = read_manifest(adapter) if adapter is not None else {}
+    name = str(adapter if adapter is not None else args.model)
+    max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check)
     probe_prior_ray(
         ds, split, model_spec(args, adapter), readout, out=out, readout_options=options, max_users=args.max_users,
         backend=args.backend, backend_options=backend_options(args), max_items=max_items,

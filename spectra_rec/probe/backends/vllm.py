@@ -254,7 +254,10 @@ class VLLMBackend:
             self.lora = str(adapter) if adapter is not None else None
         self.manifest = manifest
         self.fallback_logprobs = fallback_logprobs
-        self.max_length = _max_model_len(self.llm, max_model_len)
+        # vLLM scores a prompt's next token by generating it, so the prompt must leave it one
+        # position (prompt < max_model_len); the hf backend reads it off the last position. Users
+        # whose history fills the whole context keep one token less here than under hf.
+        self.max_length = _max_model_len(self.llm, max_model_len) - 1
         self._lora_request = None
         if self.lora is not None:
             from vllm.lora.request import LoRARequest
@@ -297,7 +300,7 @@ class VLLMBackend:
 
         requests = [TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompts]
         for p in prompts:
-            if len(p) >= self.max_length:
+            if len(p) > self.max_length:
                 raise ValueError(f"prompt of {len(p)} tokens exceeds the model's context of {self.max_length}")
         return self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora_request)
 
