@@ -14,22 +14,9 @@ import torch
 
 from spectra_rec import artifacts
 from spectra_rec.align import pipeline
-from spectra_rec.align.config import AlignConfig, LoraSettings, TrainConfig
-from spectra_rec.testing.tiny import TINY_MODEL
-from spectra_rec.text import corpus as C
+from spectra_rec.testing.tiny import quick_align_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def quick_config(**kw) -> AlignConfig:
-    base = dict(
-        model=TINY_MODEL, vocab_size=400, max_length=256, val_fraction=0.1, max_users=40,
-        sft=C.SFTConfig(context_items=6, refs_per_user=2, examples_per_ref=2),
-        cpt_train=TrainConfig(max_steps=4, batch_size=4, logging_steps=1, save_steps=50),
-        sft_train=TrainConfig(max_steps=4, batch_size=8, logging_steps=1, save_steps=50),
-        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
-    )
-    return AlignConfig(**(base | kw))
 
 
 @pytest.mark.slow
@@ -38,7 +25,7 @@ def test_torchrun_two_processes_train_with_ddp_and_rank0_publishes(synthetic_dir
     from spectra_rec.probe import probe_prior
 
     cfg_file = tmp_path / "align.json"
-    cfg_file.write_text(json.dumps(quick_config().to_dict()))
+    cfg_file.write_text(json.dumps(quick_align_config().to_dict()))
     runs = tmp_path / "runs"
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -59,7 +46,7 @@ def test_torchrun_two_processes_train_with_ddp_and_rank0_publishes(synthetic_dir
     model, tok, _ = load_aligned(sft, device="cpu", merge=True)
     table = probe_prior(synthetic, synthetic_split, model, tok, "choice", max_users=4, progress=False)
     assert table.probs.shape == (4, synthetic.K) and np.allclose(table.probs.sum(1), 1)
-    assert pipeline.align(synthetic_dir.as_posix(), quick_config(), runs) != sft  # 1 process: another stage
+    assert pipeline.align(synthetic_dir.as_posix(), quick_align_config(), runs) != sft  # 1 process: another stage
 
 
 def _cpu_bf16() -> bool:
@@ -75,8 +62,8 @@ def _cpu_bf16() -> bool:
 def test_bf16_and_gradient_checkpointing_train_on_cpu_and_enter_manifest_and_key(synthetic, synthetic_split, tmp_path):
     from spectra_rec.align.io import load_aligned
 
-    plain = quick_config()
-    flagged = quick_config(bf16=True, gradient_checkpointing=True)
+    plain = quick_align_config()
+    flagged = quick_align_config(bf16=True, gradient_checkpointing=True)
     sft = pipeline.align((synthetic, synthetic_split), flagged, tmp_path)
     m = artifacts.read_manifest(sft)
     assert m["training"]["bf16"] is True and m["training"]["gradient_checkpointing"] is True

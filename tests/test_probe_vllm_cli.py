@@ -17,20 +17,13 @@ TOL = 2e-3
 def test_cli_serves_a_merged_align_folder_as_its_own_stage(synthetic_dir, tmp_path, capsys):
     """A real align folder -> ``spectra-rec probe --backend vllm --merge-lora``: same table as hf, merged model
     under runs/merged/<hash>/, the published align folder untouched."""
-    from spectra_rec.align.config import AlignConfig, LoraSettings, TrainConfig
     from spectra_rec.align.pipeline import align
     from spectra_rec.cli import main
     from spectra_rec.priors.table import PriorTable
-    from spectra_rec.testing.tiny import TINY_MODEL
-    from spectra_rec.text.corpus import SFTConfig
+    from spectra_rec.testing.tiny import quick_align_config
 
     runs = tmp_path / "runs"
-    cfg = AlignConfig(model=TINY_MODEL, vocab_size=400, max_length=256, max_users=40,
-                      sft=SFTConfig(context_items=6, refs_per_user=2, examples_per_ref=2),
-                      cpt_train=TrainConfig(max_steps=4, batch_size=4, learning_rate=5e-3, save_steps=50),
-                      sft_train=TrainConfig(max_steps=4, batch_size=8, learning_rate=5e-2, save_steps=50),
-                      lora=LoraSettings(r=8, alpha=16, dropout=0.0))
-    sft = align(str(synthetic_dir), cfg, runs)
+    sft = align(str(synthetic_dir), quick_align_config(), runs)
     before = sorted(p.relative_to(sft) for p in sft.rglob("*"))
     common = ["--dataset", str(synthetic_dir), "--adapter", str(sft), "--max-users", "6", "--runs", str(runs),
               "--readout", "choice", "--no-progress"]

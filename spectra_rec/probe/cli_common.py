@@ -152,6 +152,12 @@ def run_probe(args, readout: str, options: dict, default_out: str, allow_align: 
     """Load data and model, probe (sharded, resumable) into ``--out`` and print the table's path."""
     shard = parse_shard(args.shard)
     rc = ray_config(args)
+    if args.backend == "vllm":
+        from spectra_rec.probe.backends.vllm import check_loadable, require_vllm
+
+        require_vllm()  # a missing package or a folder vLLM cannot load: one line, before any loading
+        if args.model is not None:
+            check_loadable(str(args.model))
     set_threads(args)
     if args.merge:
         if args.out is None:
@@ -197,12 +203,6 @@ def _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_ali
     from spectra_rec.probe.distributed import probe_prior_ray
 
     adapter = resolve_adapter(args, ds, split, allow_align)
-    if args.backend == "vllm":
-        from spectra_rec.probe.backends.vllm import check_loadable, require_vllm
-
-        require_vllm()
-        if adapter is None:
-            check_loadable(str(args.model))
     manifest = read_manifest(adapter) if adapter is not None else {}
     name = str(adapter if adapter is not None else args.model)
     max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check)
