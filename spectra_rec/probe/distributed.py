@@ -277,6 +277,9 @@ def probe_prior_ray(
         require_vllm()  # before a cluster starts: the actors would fail the same way
     readout_options = dict(readout_options or {})
     backend_options = dict(backend_options or {})
+    for key in ("runs", "cache_dir"):  # actors may run in another working directory
+        if backend_options.get(key) is not None:
+            backend_options[key] = str(Path(backend_options[key]).resolve())
     if backend == "vllm" and backend_options.pop("merge", False) and spec.kind == "align":
         # Merge once, here, not in every actor (they would race on the same merged stage).
         from spectra_rec.probe.backends.vllm import merged_model_dir

@@ -4,7 +4,7 @@
   readouts keep them consecutive), so the history prefix's full KV blocks are computed once.
 - Scoring: ``SamplingParams(max_tokens=1, temperature=0, logprob_token_ids=ids)`` returns the
   log-probabilities of exactly ``ids`` at the first generated position (requests with
-  ``prompt_logprobs`` would bypass the prefix cache, PITFALLS.md). vLLM releases without
+  ``prompt_logprobs`` bypass the prefix cache in vLLM). vLLM releases without
   ``logprob_token_ids`` fall back to the top-``fallback_logprobs`` list; an id missing from it
   raises (raise ``fallback_logprobs`` / ``max_logprobs``).
 - Continuations (category-name readout): one max_tokens=1 request per continuation token on
