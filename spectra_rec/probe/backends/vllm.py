@@ -93,6 +93,15 @@ def _engine_environment(platform: str, cache_dir: Path | None) -> dict:
     if cache_dir is not None:
         wanted["VLLM_CACHE_ROOT"] = str(Path(cache_dir).resolve())
     wanted["VLLM_NO_USAGE_STATS"] = "1"  # no usage-stats file under the home folder
+    if "VLLM_RPC_BASE_PATH" not in os.environ:
+        # vLLM's processes talk over unix sockets it never deletes (default: the temp folder itself);
+        # a folder of this engine's own, removed by close(), keeps them from piling up
+        import atexit
+        import shutil
+        import tempfile
+
+        wanted["VLLM_RPC_BASE_PATH"] = tempfile.mkdtemp(prefix="spectra-vllm-")
+        atexit.register(shutil.rmtree, wanted["VLLM_RPC_BASE_PATH"], True)  # also when close() is never called
     done = {}
     for key, value in wanted.items():
         if key not in os.environ:
@@ -223,7 +232,7 @@ class VLLMBackend:
             else:
                 base, lora, manifest = resolve_model(model, adapter)
             check_loadable(base)
-            _engine_environment(self.platform, Path(cache_dir) if cache_dir is not None else Path(runs) / "vllm-cache")
+            self._env = _engine_environment(self.platform, Path(cache_dir) if cache_dir is not None else Path(runs) / "vllm-cache")
             if enforce_eager is None:
                 enforce_eager = self.platform == "cpu"
             options = dict(
@@ -284,6 +293,14 @@ class VLLMBackend:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         self.llm = None
+        rpc = getattr(self, "_env", {}).get("VLLM_RPC_BASE_PATH")
+        if rpc is not None:  # this engine's socket folder (the next engine makes its own)
+            import shutil
+
+            shutil.rmtree(rpc, ignore_errors=True)
+            if os.environ.get("VLLM_RPC_BASE_PATH") == rpc:
+                del os.environ["VLLM_RPC_BASE_PATH"]
+            self._env = {}
 
     # ---- operations --------------------------------------------------------------------
     def _params(self, token_ids: Sequence[int], max_tokens: int = 1):
