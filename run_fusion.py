@@ -59,8 +59,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", type=Path, default=Path("runs"), help="cache root")
     p.add_argument("--out", type=Path, help="output folder (default runs/fusion/<dataset>-<model>-<prior>)")
     p.add_argument("--fresh", action="store_true", help="recompute cached stages")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="--prior spectra*: the probing backend")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="--prior spectra*: probe in this process or on a Ray Data actor pool (same table)")
+    p.add_argument("--workers", type=int, default=2, help="--engine ray: actors in the pool")
+    p.add_argument("--address", help="--engine ray: auto or HOST:PORT of a running cluster (default: a local one)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="--engine ray: GPUs per actor")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
+
+
+def probe_engine(args):
+    """(backend, engine, RayConfig or None) for a SPECTRA prior; flag errors name the flag."""
+    from fusion.pipeline import SPECTRA_PRIORS
+
+    probing = args.prior in SPECTRA_PRIORS
+    for flag, given in (("--backend", args.backend != "hf"), ("--engine", args.engine != "local")):
+        if given and not probing:
+            raise ConfigError(f"{flag} applies to --prior {'|'.join(SPECTRA_PRIORS)}, got --prior {args.prior}")
+    if args.engine != "ray":
+        if args.address is not None or args.gpus_per_worker:
+            raise ConfigError("--address and --gpus-per-worker need --engine ray")
+        return args.backend, "local", None
+    from spectra_rec.probe.distributed import RayConfig, preflight
+
+    cfg = RayConfig(workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
+    preflight(cfg)
+    return args.backend, "ray", cfg
 
 
 def main(argv=None) -> int:
@@ -74,6 +99,7 @@ def main(argv=None) -> int:
         from fusion.pipeline import FusionConfig, run_fusion
         from fusion.report import choice_text, console_table, write_report
 
+        backend, engine, ray_config = probe_engine(args)
         config = FusionConfig(
             model=args.model, dataset=str(args.dataset), category_field=args.category_field,
             split_ratio=args.split_ratio, taxonomy=args.taxonomy, prior=args.prior, w=args.w, epochs=args.epochs,
@@ -83,6 +109,7 @@ def main(argv=None) -> int:
             select_on=args.select_on, selection=args.selection, rule=args.rule,
             top_n=args.top_n, index=args.index, normalizations=tuple(args.normalization), n_boot=args.n_boot,
             seed=args.seed, device=args.device, runs=args.runs, out=args.out, fresh=args.fresh,
+            probe_backend=backend, probe_engine=engine, probe_ray=ray_config,
         )
         run = run_fusion(config)
         out = config.output_dir(run.data.name)

@@ -96,6 +96,12 @@ class FusionConfig:
     """Recompute cached stages."""
     backbone_overrides: dict = field(default_factory=dict)
     """Extra RecBole config keys."""
+    probe_backend: str = "hf"
+    """SPECTRA priors: the probing backend (hf, vllm)."""
+    probe_engine: str = "local"
+    """SPECTRA priors: probe in this process (local) or on a Ray actor pool (ray); same table either way."""
+    probe_ray: object | None = None
+    """SPECTRA priors with probe_engine='ray': a ``spectra_rec.probe.distributed.RayConfig`` (workers, address, GPUs)."""
 
     def __post_init__(self):
         if self.w is not None:
@@ -144,8 +150,12 @@ SPECTRA_PRIORS = {"spectra": "logit", "spectra-name": "name", "spectra-choice": 
 """SPECTRA readouts usable as priors (align on the first use, then cached)."""
 
 
-def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, fresh: bool = False) -> PriorTable:
-    """A history prior by name, the SPECTRA prior (aligned and probed, cached), or a table file."""
+def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, fresh: bool = False,
+                  backend: str = "hf", ray_config=None) -> PriorTable:
+    """A history prior by name, the SPECTRA prior (aligned and probed, cached), or a table file.
+
+    ``backend`` and ``ray_config`` (probe on a Ray actor pool) apply to the SPECTRA priors only.
+    """
     if is_history_spec(spec):
         return history_prior(split, spec)
     if spec in SPECTRA_PRIORS:
@@ -153,7 +163,9 @@ def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, 
             from spectra_rec.probe.run import spectra_prior
         except ImportError as exc:
             raise ConfigError(f"--prior {spec} needs the probing stage, which failed to import: {exc}") from exc
-        return spectra_prior(data_config, split, runs=runs, readout=SPECTRA_PRIORS[spec], fresh=fresh)
+        options = {"runs": runs} if backend == "vllm" else {}
+        return spectra_prior(data_config, split, runs=runs, readout=SPECTRA_PRIORS[spec], fresh=fresh,
+                             backend=backend, backend_options=options, ray_config=ray_config)
     path = Path(spec)
     if path.suffix in (".parquet", ".csv"):
         return PriorTable.load(path, categories=split.dataset.categories)  # columns named before row sums
@@ -223,7 +235,8 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     check_backbone_inputs(bconf, ds.name)
 
     t = time.perf_counter()
-    table = resolve_prior(config.prior, split, data_config, config.runs, config.fresh)
+    table = resolve_prior(config.prior, split, data_config, config.runs, config.fresh, config.probe_backend,
+                          config.probe_ray if config.probe_engine == "ray" else None)
     dev, test = cohorts(split, config)
     users = np.concatenate([dev, test])
     is_test = np.concatenate([np.zeros(len(dev), bool), np.ones(len(test), bool)])

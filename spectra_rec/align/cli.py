@@ -3,7 +3,8 @@
     spectra-rec align --dataset ml-100k                       # tiny Qwen3 from scratch: CPT + LoRA SFT
     spectra-rec align --dataset ml-100k --stage cpt           # CPT only (the pretrain-only model)
     spectra-rec align --dataset DIR --base-model ~/Qwen3-0.6B # LoRA CPT + LoRA SFT of a local HF model
-    torchrun --nproc-per-node 4 -m spectra_rec.cli align ...  # multi-GPU through the HF Trainer
+    torchrun --nproc-per-node 4 -m spectra_rec.cli align ...  # DDP through the HF Trainer (gloo on CPU, NCCL on GPUs);
+                                                              # only rank 0 writes the stage folders
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-dropout", type=float, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (default: on CUDA GPUs that support it)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in backward: less memory for large base models")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", type=Path, default=None, help="AlignConfig JSON (flags override it)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="run directory")
@@ -66,6 +70,10 @@ def config_from_args(args) -> AlignConfig:
         changes["base_model"] = str(Path(args.base_model).expanduser())
     if args.trust_remote_code:
         changes["trust_remote_code"] = True
+    if getattr(args, "bf16", False):
+        changes["bf16"] = True
+    if getattr(args, "gradient_checkpointing", False):
+        changes["gradient_checkpointing"] = True
     if args.max_users is not None:
         changes["max_users"] = args.max_users
     if args.max_length is not None:

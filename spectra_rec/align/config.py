@@ -143,6 +143,10 @@ class AlignConfig:
     """Seeded share of the sampled users held out from CPT and SFT; their train-window text gives the validation loss."""
     seed: int = 0
     """Seeds user sampling, example drawing, initialization, LoRA init and data order."""
+    bf16: bool | None = None
+    """bf16 mixed precision in both phases; None: on a CUDA GPU that supports it, off on CPU (``--bf16``)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more compute) for large base models."""
 
     def __post_init__(self):
         if self.cpt_mode not in CPT_MODES:

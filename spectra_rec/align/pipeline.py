@@ -132,9 +132,13 @@ def _dist():
     """(is_main, barrier) for torchrun / accelerate launches; trivial in a single process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return True, lambda: None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # cpu=True on a machine without CUDA: accelerate then sets up MULTI_CPU (gloo). PartialState is a
+    # process-wide singleton that the Trainer reuses, and a first PartialState() without it on CPU
+    # is a non-distributed state: every rank would think it is the main process and train alone.
+    state = PartialState(cpu=not torch.cuda.is_available())
     return state.is_main_process, state.wait_for_everyone
 
 
@@ -154,6 +158,7 @@ def _run(root: Path, stage: str, config: dict, train_fn, fresh: bool, seed: int)
     t0 = time.perf_counter()
     extra = train_fn(work, out)
     extra["seconds"] = round(time.perf_counter() - t0, 3)  # the stage's own time (run_stage only moves files)
+    barrier()  # every rank has finished writing under work/ before the main process publishes and deletes it
     if is_main:
         def build(tmp: Path) -> dict:
             for p in out.iterdir():
@@ -187,7 +192,17 @@ def _common(ds, split, config: AlignConfig, users, val_users, runs: Path | None 
         "val_fraction": config.val_fraction,
         "max_length": config.max_length,
         "users_digest": artifacts.config_hash({"train": users.tolist(), "val": val_users.tolist()}),
+        # precision and checkpointing change the trained weights: in the key, but only when set, so that
+        # folders cached before these options existed keep their hash
+        **({"bf16": config.bf16} if config.bf16 is not None else {}),
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        # DDP multiplies the effective batch by the number of processes: a different model
+        **({"world_size": _world_size()} if _world_size() > 1 else {}),
     }
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _users_summary(users, val_users) -> dict:
@@ -259,7 +274,8 @@ def run_cpt(ds, split, config: AlignConfig, runs: Path, fresh: bool, device: str
         val_set = pack_documents(tokenizer, val_docs, config.max_length)
         log.info("CPT corpus: %d documents -> %d blocks of %d tokens (%d tokens); validation %d blocks",
                  len(docs), len(train_set), config.max_length, train_set.n_tokens, len(val_set))
-        summary = train(model, tokenizer, train_set, {"val": val_set}, config.cpt_train, work, config.seed)
+        summary = train(model, tokenizer, train_set, {"val": val_set}, config.cpt_train, work, config.seed,
+                        bf16=config.bf16, gradient_checkpointing=config.gradient_checkpointing)
         out.mkdir(parents=True, exist_ok=True)
         if config.resolved_cpt_mode == "lora":
             from spectra_rec.align.io import save_adapter
@@ -390,7 +406,7 @@ def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Pa
         model = _peft(model, config.lora, config.seed)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         summary = train(model, tokenizer, train_set, eval_sets, config.sft_train, work, config.seed,
-                        group_by_length=True)
+                        group_by_length=True, bf16=config.bf16, gradient_checkpointing=config.gradient_checkpointing)
         out.mkdir(parents=True, exist_ok=True)
         files = save_adapter(model, out / "adapter")
         tokenizer.save_pretrained(str(out / "tokenizer"))

@@ -121,14 +121,23 @@ class Collator:
 # ---------------------------------------------------------------------------------------------
 
 
+def resolve_bf16(bf16: bool | None) -> bool:
+    """None: bf16 on a CUDA GPU that supports it; True on CPU needs a CPU torch can run bf16 on."""
+    import torch
+
+    if bf16 is None:
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return bool(bf16)
+
+
 def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, n_train: int, group_by_length: bool,
-                       has_eval: bool):
+                       has_eval: bool, bf16: bool | None = None, gradient_checkpointing: bool = False):
     """``TrainingArguments`` for one phase (cosine with warmup, AdamW, seeded, checkpointing)."""
     import torch
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
-    bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16(bf16)
     steps_per_epoch = max(1, math.ceil(n_train / (cfg.batch_size * cfg.grad_accum)))
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     return TrainingArguments(
@@ -163,6 +172,10 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, seed: int, n_train: i
         report_to="none",
         disable_tqdm=False,
         save_only_model=False,
+        gradient_checkpointing=gradient_checkpointing,
+        # non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -209,14 +222,16 @@ def _tokens_at(checkpoint: str | None) -> int:
 
 
 def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDataset], cfg: TrainConfig,
-          work_dir: Path, seed: int, group_by_length: bool = False, callbacks=None) -> dict:
+          work_dir: Path, seed: int, group_by_length: bool = False, callbacks=None, bf16: bool | None = None,
+          gradient_checkpointing: bool = False) -> dict:
     """Train ``model`` in place with the HF Trainer; returns the training-curve summary.
 
     Validation losses are measured before and after training on each of ``eval_sets``.
     Resumes from the last checkpoint under ``work_dir/checkpoints`` when there is one.
     """
     ckpt_dir = Path(work_dir) / "checkpoints"
-    args = training_arguments(cfg, ckpt_dir, seed, len(train_set), group_by_length, bool(eval_sets))
+    args = training_arguments(cfg, ckpt_dir, seed, len(train_set), group_by_length, bool(eval_sets), bf16,
+                              gradient_checkpointing)
     trainer = _trainer_class()(
         model=model,
         args=args,
@@ -270,6 +285,9 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         "train_loss_last10_mean": round(float(np.mean(losses[-10:])), 5) if losses else None,
         "eval_loss_before": before,
         "eval_loss_after": after,
+        "world_size": int(args.world_size),
+        "bf16": bool(args.bf16),
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
         "curve": curve,
     }
     log.info(

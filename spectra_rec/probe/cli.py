@@ -12,7 +12,7 @@ import argparse
 import logging
 
 from spectra_rec.errors import ConfigError
-from spectra_rec.probe.cli_common import add_common, run_probe, set_threads
+from spectra_rec.probe.cli_common import add_common, backend_options, ray_config, run_probe, set_threads
 from spectra_rec.probe.readouts import L2_PROMPTS, PROBE_READOUTS
 from spectra_rec.text.templates import Verbalizers
 
@@ -66,8 +66,8 @@ def run(args) -> int:
         table = spectra_prior(
             data_config(args), runs=args.runs, readout=args.readout, readout_options=options,
             adapter=args.adapter, max_users=args.max_users, max_items=args.max_items, backend=args.backend,
-            backend_options={"batch_size": args.batch_size} if args.backend == "hf" else {}, device=args.device,
-            fresh=args.fresh, progress=not args.no_progress,
+            backend_options=backend_options(args), device=args.device,
+            fresh=args.fresh, progress=not args.no_progress, ray_config=ray_config(args),
         )
         print(table.source)
         return 0

@@ -399,6 +399,7 @@ def spectra_prior(
     chunk_users: int = 16,
     fresh: bool = False,
     progress: bool = True,
+    ray_config=None,
 ) -> PriorTable:
     """The SPECTRA prior table for ``data``: align when no adapter is cached, then probe (cached by configuration).
 
@@ -406,7 +407,9 @@ def spectra_prior(
     ``(Dataset, Split)`` pair. ``adapter``: an align folder to use instead of aligning.
     ``max_items`` defaults to the adapter's SFT context size; the DG readout's ``k`` to its
     SFT list length. ``fresh`` recomputes the probe stage only (a cached adapter is reused;
-    pass ``adapter=`` or run ``spectra-rec align --fresh`` to retrain). Stage folder:
+    pass ``adapter=`` or run ``spectra-rec align --fresh`` to retrain). ``ray_config``
+    (a :class:`spectra_rec.probe.distributed.RayConfig`) probes on a Ray actor pool instead of
+    this process: the same table, so not part of the cache key. Stage folder:
     ``runs/probe/<hash>/`` with ``prior.parquet``, raw scores, metadata and ``manifest.json``.
     """
     runs = Path(runs)
@@ -437,23 +440,33 @@ def spectra_prior(
     def build(tmp: Path) -> dict:
         from spectra_rec.align.io import load_aligned
 
-        if backend == "vllm":
-            model = adapter
-            from spectra_rec.align.io import load_tokenizer
-
-            tokenizer = load_tokenizer(adapter / "tokenizer")
-        else:  # LoRA folded in: faster
-            model, tokenizer, _ = load_aligned(adapter, device=device, dtype=dtype, merge=True,
-                                               trust_remote_code=trust_remote_code)
         work.mkdir(parents=True, exist_ok=True)
-        table = probe_prior(
-            ds, split, model, tokenizer, readout, readout_options=options, users=all_users,
-            backend=backend, backend_options=backend_options, max_items=max_items, out=work / "prior.parquet",
-            chunk_users=chunk_users, adapter_manifest=adapter, model_name=str(adapter), progress=progress,
-        )
+        if ray_config is not None:
+            from spectra_rec.probe.distributed import ModelSpec, probe_prior_ray
+
+            table = probe_prior_ray(
+                ds, split, ModelSpec(str(adapter.resolve()), "align", device), readout, out=work / "prior.parquet",
+                readout_options=options, users=all_users, backend=backend, backend_options=backend_options,
+                max_items=max_items, ray_config=ray_config, model_name=str(adapter), progress=progress,
+            )
+        else:
+            if backend == "vllm":
+                model = adapter
+                from spectra_rec.align.io import load_tokenizer
+
+                tokenizer = load_tokenizer(adapter / "tokenizer")
+            else:  # LoRA folded in: faster
+                model, tokenizer, _ = load_aligned(adapter, device=device, dtype=dtype, merge=True,
+                                                   trust_remote_code=trust_remote_code)
+            table = probe_prior(
+                ds, split, model, tokenizer, readout, readout_options=options, users=all_users,
+                backend=backend, backend_options=backend_options, max_items=max_items, out=work / "prior.parquet",
+                chunk_users=chunk_users, adapter_manifest=adapter, model_name=str(adapter), progress=progress,
+            )
         for name in ("prior.parquet", "prior.scores.parquet", "prior.probe.json"):
             shutil.copy2(work / name, tmp / name)  # copied: a kill while publishing still finds every part
-        return {"users": int(len(table.user_ids)), "method": table.method}
+        return {"users": int(len(table.user_ids)), "method": table.method,
+                "engine": "local" if ray_config is None else "ray"}
 
     folder = artifacts.run_stage(runs, "probe", config, build, fresh=fresh)
     shutil.rmtree(work, ignore_errors=True)  # published; the stage folder is the unit
@@ -494,8 +507,8 @@ def _dtype_name(dtype, device: str) -> str:
     return str(resolve_dtype(dtype) or default_dtype(device)).replace("torch.", "")
 
 
-_SPEED_OPTIONS = ("batch_size", "workers", "num_workers")
-"""Backend options that change speed, not scores: left out of the cache key."""
+_SPEED_OPTIONS = ("batch_size", "workers", "num_workers", "runs", "cache_dir")
+"""Backend options that change speed or where caches live, not scores: left out of the cache key."""
 
 
 def _with_defaults(readout: str, options: dict) -> dict:

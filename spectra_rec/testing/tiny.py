@@ -67,3 +67,18 @@ def tiny_model_and_tokenizer(dataset=None, seed: int = 0, config: ModelConfig = 
     model = build_tiny_qwen3(tokenizer, config, seed=seed)
     model.eval()
     return model, tokenizer
+
+
+def quick_align_config(**changes):
+    """An AlignConfig that aligns the tiny model in seconds (4 CPT + 4 SFT steps on 40 users), for tests."""
+    from spectra_rec.align.config import AlignConfig, LoraSettings, TrainConfig
+    from spectra_rec.text.corpus import SFTConfig
+
+    base = dict(
+        model=TINY_MODEL, vocab_size=400, max_length=256, val_fraction=0.1, max_users=40,
+        sft=SFTConfig(context_items=6, refs_per_user=2, examples_per_ref=2),
+        cpt_train=TrainConfig(max_steps=4, batch_size=4, learning_rate=5e-3, logging_steps=1, save_steps=50),
+        sft_train=TrainConfig(max_steps=4, batch_size=8, learning_rate=5e-2, logging_steps=1, save_steps=50),
+        lora=LoraSettings(r=8, alpha=16, dropout=0.0),
+    )
+    return AlignConfig(**(base | changes))
