@@ -18,6 +18,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 STAGES = ("cpt", "sft", "both")
 CPT_MODES = ("auto", "full", "lora")
+SFT_MODES = ("auto", "full", "lora")
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,12 @@ class AlignConfig:
     """CPT adapter when cpt_mode resolves to lora (merged into the base before SFT)."""
     sft_train: TrainConfig = field(default_factory=_default_sft)
     """Optimizer and schedule of SFT."""
+    sft_mode: str = "auto"
+    """``full`` fine-tune or ``lora`` adapter in SFT; ``auto``: full for the from-scratch model (a rank-16
+    adapter on a 4-layer model trained from scratch is too small to learn the history-to-answer
+    mapping), lora for a base model."""
     lora: LoraSettings = field(default_factory=LoraSettings)
-    """The SFT adapter (the artifact the probes load)."""
+    """The SFT adapter when sft_mode resolves to lora (the artifact the probes load)."""
     max_users: int | None = None
     """Use a seeded sample of this many users (None = all)."""
     val_fraction: float = 0.05
@@ -147,6 +152,8 @@ class AlignConfig:
     def __post_init__(self):
         if self.cpt_mode not in CPT_MODES:
             raise ConfigError(f"AlignConfig.cpt_mode must be one of {list(CPT_MODES)}, got {self.cpt_mode!r}")
+        if self.sft_mode not in SFT_MODES:
+            raise ConfigError(f"AlignConfig.sft_mode must be one of {list(SFT_MODES)}, got {self.sft_mode!r}")
         if self.max_users is not None and self.max_users < 2:
             raise ConfigError(f"AlignConfig.max_users must be >= 2 or None, got {self.max_users}")
         if not 0.0 <= self.val_fraction < 0.5:
@@ -165,6 +172,12 @@ class AlignConfig:
     def resolved_cpt_mode(self) -> str:
         if self.cpt_mode != "auto":
             return self.cpt_mode
+        return "full" if self.base_model is None else "lora"
+
+    @property
+    def resolved_sft_mode(self) -> str:
+        if self.sft_mode != "auto":
+            return self.sft_mode
         return "full" if self.base_model is None else "lora"
 
     def to_dict(self) -> dict:

@@ -174,8 +174,12 @@ def last_checkpoint(output_dir: Path) -> str | None:
 
 
 def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDataset], cfg: TrainConfig,
-          work_dir: Path, seed: int, group_by_length: bool = False, callbacks=None) -> dict:
+          work_dir: Path, seed: int, group_by_length: bool = False, callbacks=None, collator=None,
+          trainer_class=None) -> dict:
     """Train ``model`` in place with the HF Trainer; returns the training-curve summary.
+
+    ``collator`` / ``trainer_class`` replace :class:`Collator` / ``Trainer`` (packed SFT rows,
+    :mod:`spectra_rec.align.readout_sft`).
 
     Validation losses are measured before and after training on each of ``eval_sets``.
     Resumes from the last checkpoint under ``work_dir/checkpoints`` when there is one.
@@ -184,10 +188,10 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
 
     ckpt_dir = Path(work_dir) / "checkpoints"
     args = training_arguments(cfg, ckpt_dir, seed, len(train_set), group_by_length, bool(eval_sets))
-    trainer = Trainer(
+    trainer = (trainer_class or Trainer)(
         model=model,
         args=args,
-        data_collator=Collator(tokenizer.pad_token_id),
+        data_collator=collator or Collator(tokenizer.pad_token_id),
         train_dataset=train_set,
         processing_class=tokenizer,  # counts non-pad tokens seen (batches carry no attention mask)
         callbacks=callbacks,
