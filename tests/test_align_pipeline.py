@@ -36,6 +36,7 @@ def quick_config(**kw) -> AlignConfig:
         cpt_train=TrainConfig(max_steps=4, batch_size=4, logging_steps=1, save_steps=50),
         sft_train=TrainConfig(max_steps=4, batch_size=8, logging_steps=1, save_steps=50),
         lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+        sft_mode="lora",  # the adapter path real base models take (the planted-signal test covers full SFT)
     )
     return AlignConfig(**(base | kw))
 
@@ -224,7 +225,8 @@ def test_base_model_directory_lora_cpt_then_sft_and_sft_only(strong, tmp_path):
 
     sft_only = pipeline.align(strong, cfg, runs=tmp_path / "runs", stage="sft", device="cpu")
     m2 = json.loads((sft_only / "manifest.json").read_text())
-    assert m2["base"] == {"kind": "hf", "path": str((tmp_path / "base").resolve())} and m2["cpt"] is None
+    assert m2["base"] == {"kind": "hf", "path": str((tmp_path / "base").resolve()), "weights": "adapter"}
+    assert m2["cpt"] is None
     assert load_aligned(sft_only, device="cpu")[2]["kind"] == "sft"
 
 
