@@ -53,28 +53,42 @@ def test_the_check_fails_when_the_history_never_reaches_the_prompt(planted, scor
     blind = probe_and_score(data, model_dir, READOUTS, max_items=0)
     for r in READOUTS:
         assert blind[r]["js"] > 0.5 * scores["popularity"]["js"], (r, blind[r])
-        assert blind[r]["std"] < 0.01, (r, blind[r])
+        # only the user-profile line still differs between users
+        assert blind[r]["std"] < 0.1 * scores["truth"]["std"], (r, blind[r])
 
 
 def test_the_check_fails_when_the_probe_reads_the_wrong_position(planted, scores, monkeypatch):
-    """Prompts cut one token short ("...Answer" instead of "...Answer:"): the answer is read a position early."""
+    """Prompts cut one token short ("...Answer" instead of "...Answer:"): the answer is read a position early.
+
+    The recovery check then fails: the choice readout falls apart (measured JS ~0.26 against the 0.19
+    bound). The yes/no readout survives this one (JS ~0.16): the model already carries its answer at
+    the "Answer" token.
+    """
     data, cfg, model_dir = planted
     monkeypatch.setattr(T, "ANSWER_CUE", "\nAnswer")
     early = probe_and_score(data, model_dir, READOUTS, max_items=cfg.sft.context_items)
-    assert all(early[r]["js"] > 0.5 * scores["popularity"]["js"] for r in READOUTS), early
+    assert any(early[r]["js"] > 0.5 * scores["popularity"]["js"] for r in READOUTS), early
+    assert early["choice"]["js"] > 0.5 * scores["popularity"]["js"], early["choice"]
+
+
+def _packed_row(planted, user: int):
+    """(model, tokenizer, spec, reference point, packed row) of ``user``'s first SFT reference point."""
+    from spectra_rec.align.io import load_aligned
+
+    (ds, split), cfg, model_dir = planted
+    model, tok, _ = load_aligned(model_dir, device="cpu", merge=True)
+    spec = R.readout_spec(tok, ds)
+    rp = next(C.reference_points(ds, split, [user], cfg.sft, seed=0))
+    return model, tok, spec, rp, R.pack_reference_points(tok, spec, [rp], READOUTS, cfg.max_length).rows[0]
 
 
 def test_sft_rows_and_probe_prompts_are_the_same_tokens(planted):
     """One user's packed SFT row next to the probe's prompts for the same history, token for token."""
-    from spectra_rec.align.io import load_aligned
     from spectra_rec.probe.prompts import PromptBuilder
     from spectra_rec.probe.readouts import make_readout
 
-    (ds, split), cfg, model_dir = planted
-    _, tok, _ = load_aligned(model_dir, device="cpu", merge=True)
-    spec = R.readout_spec(tok, ds)
-    rp = next(C.reference_points(ds, split, [0], cfg.sft, seed=0))
-    row = R.pack_reference_points(tok, spec, [rp], READOUTS, cfg.max_length).rows[0]
+    (ds, split), cfg, _ = planted
+    _, tok, spec, rp, row = _packed_row(planted, 0)
     ids, seg, pos = np.array(row["input_ids"]), np.array(row["segments"]), np.array(row["position_ids"])
     prefix = ids[seg == 0]
     # the probe's history prefix for the same context items (the reference point's context)
@@ -106,13 +120,7 @@ def test_packed_rows_match_unpacked_prompts_numerically(planted):
     """The block mask makes each question see only the prefix and itself: its logits equal the lone prompt's."""
     import torch
 
-    from spectra_rec.align.io import load_aligned
-
-    (ds, split), cfg, model_dir = planted
-    model, tok, _ = load_aligned(model_dir, device="cpu", merge=True)
-    spec = R.readout_spec(tok, ds)
-    rp = next(C.reference_points(ds, split, [1], cfg.sft, seed=0))
-    row = R.pack_reference_points(tok, spec, [rp], READOUTS, cfg.max_length).rows[0]
+    model, tok, _, _, row = _packed_row(planted, 1)
     batch = R.PackedCollator(tok.pad_token_id)([row])
     with torch.no_grad():
         h = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["block_mask"],
