@@ -239,4 +239,8 @@ def test_spectra_rec_align_command_runs_end_to_end(synthetic_dir, tmp_path, caps
     out = capsys.readouterr().out
     assert "sft folder:" in out and "validation loss" in out
     sft = next((tmp_path / "align" / "sft").iterdir())
-    assert (sft / "adapter" / "adapter_model.safetensors").exists()
+    # the default SFT of the from-scratch model is a full fine-tune on packed readout rows
+    assert (sft / "model" / "model.safetensors").exists() and not (sft / "adapter").exists()
+    m = json.loads((sft / "manifest.json").read_text())
+    assert m["base"]["weights"] == "model" and m["examples"]["readout_loss"] == ["logit", "name", "choice"]
+    assert "val_readouts" in m["training"]["eval_loss_after"]
