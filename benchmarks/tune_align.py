@@ -9,8 +9,9 @@ prints the mean per-user JS and category NDCG@5/10 against the long-term held-ou
 *dev* cohort (the seeded users of ``spectra-rec evaluate --cohort dev``; the test cohort is never
 read), the mean per-category std of p across users (the truth's std alongside), and the
 candidate's align wall seconds; then the history baselines on the same users. The default in
-``spectra_rec/align/config.py`` is the candidate with the lowest best-readout dev JS among those
-whose cold alignment fits the time budget. Not part of the test pass/fail.
+``spectra_rec/align/config.py`` is to be the candidate with the lowest best-readout dev JS among
+those whose cold alignment fits the time budget (see the note there on which rows were measured).
+Not part of the test pass/fail.
 """
 
 from __future__ import annotations
