@@ -28,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="SASRec", help="RecBole sequential model (SASRec, GRU4Rec, ...)")
     add_data_arguments(p)
     p.add_argument("--prior", default="uhf",
-                   help="uhf (default), uhf-laplace, markov, popularity, uniform, oracle (diagnostic, reads held-out data), "
+                   help="uhf (default), uhf-laplace, uhf-decay (recency-weighted, shrunk to popularity), markov, popularity, uniform, oracle (diagnostic, reads held-out data), "
                         "uhf@N (last N train items), "
                         "spectra (yes/no logit probe), spectra-name, spectra-choice, spectra-hier, or a .parquet/.csv prior table")
     p.add_argument("--w", type=float,

@@ -1,9 +1,10 @@
-"""Measure the default alignment (tiny Qwen3 from scratch: CPT + LoRA SFT) on a dataset.
+"""Measure the default alignment (tiny Qwen3 from scratch: CPT + SFT) on a dataset.
 
     python benchmarks/bench_align.py                      # ml-100k, default AlignConfig, fresh temp run dir
     python benchmarks/bench_align.py --max-users 200      # a quicker look
 
-Prints wall time, training tokens/s and losses of CPT and SFT, the held-out-window category-name
+Prints wall and CPU time (user + sys of this process: on a shared machine wall time is inflated by
+other jobs, CPU time much less so), training tokens/s and losses of CPT and SFT, the held-out-window category-name
 loss (evaluation only) of the CPT-only and the SFT model, and peak memory (ru_maxrss). The load
 average is printed too: on a shared machine throughput scales with the free cores.
 """
@@ -51,8 +52,11 @@ def main() -> int:
         tmp = tempfile.TemporaryDirectory(prefix="bench-align-")
         runs = Path(tmp.name)
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     sft_dir = align((ds, split), cfg, runs=runs, fresh=True)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     load1 = os.getloadavg()
     sft = read_align_manifest(sft_dir)
     cpt_dir = runs / "align" / "cpt" / sft["cpt"]["hash"]
@@ -73,7 +77,7 @@ def main() -> int:
     for r in rows:
         print(f"{r[0]:5} {r[1]:8.1f} {r[2]:8.1f} {r[3]:6d} {r[4]:9d} {r[5]:8.0f} {r[6]:7.3f} {r[7]:8.3f} "
               f"{r[8]:7.3f} {r[9]:7.3f}")
-    print(f"wall time CPT + SFT (incl. data, tokenizer, evaluation, saving): {wall:.1f}s")
+    print(f"wall time CPT + SFT (incl. data, tokenizer, evaluation, saving): {wall:.1f}s; CPU time {cpu:.1f}s")
     print(f"SFT validation loss per format after training: {sft['training']['eval_loss_after']}")
 
     if not args.no_heldout:

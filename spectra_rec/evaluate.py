@@ -564,7 +564,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--priors", nargs="+", default=["uhf", "uhf-laplace", "markov", "popularity", "uniform"],
                    metavar="PRIOR",
-                   help="history prior names (uhf, uhf-laplace, markov, popularity, uniform, oracle; uhf@N and "
+                   help="history prior names (uhf, uhf-laplace, uhf-decay, markov, popularity, uniform, oracle; uhf@N and "
                         "uhf-laplace@N count the last N train items: the context-window sweep), prior table "
                         "files (.parquet/.csv), or NAME=FILE to label a table (e.g. dg=runs/probe/dg.parquet)")
     p.add_argument("--baseline", default=None, help="method compared against (default: dg, else popularity, else first)")

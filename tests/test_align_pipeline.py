@@ -36,6 +36,7 @@ def quick_config(**kw) -> AlignConfig:
         cpt_train=TrainConfig(max_steps=4, batch_size=4, logging_steps=1, save_steps=50),
         sft_train=TrainConfig(max_steps=4, batch_size=8, logging_steps=1, save_steps=50),
         lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+        sft_mode="lora",  # the adapter path real base models take (the planted-signal test covers full SFT)
     )
     return AlignConfig(**(base | kw))
 
@@ -219,7 +220,8 @@ def test_base_model_directory_lora_cpt_then_sft_and_sft_only(strong, tmp_path):
 
     sft_only = pipeline.align(strong, cfg, runs=tmp_path / "runs", stage="sft", device="cpu")
     m2 = json.loads((sft_only / "manifest.json").read_text())
-    assert m2["base"] == {"kind": "hf", "path": str((tmp_path / "base").resolve())} and m2["cpt"] is None
+    assert m2["base"] == {"kind": "hf", "path": str((tmp_path / "base").resolve()), "weights": "adapter"}
+    assert m2["cpt"] is None
     assert load_aligned(sft_only, device="cpu")[2]["kind"] == "sft"
 
 
@@ -232,4 +234,8 @@ def test_spectra_rec_align_command_runs_end_to_end(synthetic_dir, tmp_path, caps
     out = capsys.readouterr().out
     assert "sft folder:" in out and "validation loss" in out
     sft = next((tmp_path / "align" / "sft").iterdir())
-    assert (sft / "adapter" / "adapter_model.safetensors").exists()
+    # the default SFT of the from-scratch model is a full fine-tune on packed readout rows
+    assert (sft / "model" / "model.safetensors").exists() and not (sft / "adapter").exists()
+    m = json.loads((sft / "manifest.json").read_text())
+    assert m["base"]["weights"] == "model" and m["examples"]["readout_loss"] == ["logit", "name", "choice"]
+    assert "val_readouts" in m["training"]["eval_loss_after"]

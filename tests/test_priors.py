@@ -148,3 +148,24 @@ def test_history_priors_ignore_heldout_changes(synthetic_split, perturbed_split)
         else:
             np.testing.assert_array_equal(a, b, err_msg=method)
             assert not history_prior(perturbed_split, method).uses_heldout
+
+
+def test_uhf_decay_by_hand(toy_split):
+    from spectra_rec.priors.history import uhf_decay
+
+    d, s = 0.5, 0.25
+    pop = np.array([4, 3.5, 3.5]) / 11
+    # user a: train [3, 1, 2, 4], ages 3, 2, 1, 0 -> weights d^3, d^2, d, 1
+    mass_a = d**3 * np.array([0.5, 0.5, 0]) + d**2 * np.array([1, 0, 0]) + d * np.array([0, 1, 0]) + np.array([0, 0, 1])
+    expected_a = (1 - s) * mass_a / mass_a.sum() + s * pop
+    got = uhf_decay(toy_split, decay=d, shrink=s)
+    np.testing.assert_allclose(got[0], expected_a, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[2], (1 - s) * np.array([0, 0, 1]) + s * pop, atol=1e-12)  # c: [4]
+    # decay 1 and no shrinkage is plain UHF
+    np.testing.assert_allclose(uhf_decay(toy_split, 1.0, 0.0), _probs(toy_split, "uhf"), atol=1e-12)
+    # registered with the defaults chosen on dev (benchmarks/tune_uhf_decay.py)
+    np.testing.assert_allclose(_probs(toy_split, "uhf-decay"), uhf_decay(toy_split, 0.97, 0.4)[:4], atol=1e-12)
+    with pytest.raises(ConfigError, match="decay must be in"):
+        uhf_decay(toy_split, decay=0.0)
+    with pytest.raises(ConfigError, match="shrink must be in"):
+        uhf_decay(toy_split, shrink=1.5)

@@ -145,3 +145,19 @@ def test_heldout_distribution_converges_to_true_preferences(tmp_path, second_rat
 def test_bad_config(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         SyntheticConfig(**kwargs)
+
+
+def test_planted_preferred_categories_and_word_names():
+    from spectra_rec.data.synthetic import LEAF_WORDS, SyntheticConfig, generate
+
+    data = generate(SyntheticConfig(n_users=50, n_items=60, n_l1=2, n_l2=4, preferred_categories=3,
+                                    category_names="words", seed=1))
+    assert ((data.preferences > 0).sum(axis=1) == 3).all()
+    np.testing.assert_allclose(data.preferences.sum(axis=1), 1.0)
+    assert data.categories == list(LEAF_WORDS[:8])
+    assert data.taxonomy == {"G0": list(LEAF_WORDS[:4]), "G1": list(LEAF_WORDS[4:8])}
+    # every interaction's category is one of its user's preferred ones
+    cats = data.item_primary[data.inter_item]
+    assert (data.preferences[data.inter_user, cats] > 0).all()
+    with pytest.raises(ConfigError, match="category_names must be one of"):
+        SyntheticConfig(category_names="emoji")

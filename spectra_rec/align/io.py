@@ -6,6 +6,7 @@ Folder layout (``runs/align/...``, one folder per configuration hash):
     cpt/<hash>/adapter/      CPT LoRA adapter over a base model (adapter_model.safetensors)
     cpt/<hash>/tokenizer/    tokenizer (always)
     sft/<hash>/adapter/      the SFT LoRA adapter (adapter_model.safetensors + adapter_config.json)
+    sft/<hash>/model/        or the fully fine-tuned model (full SFT of the from-scratch model)
     sft/<hash>/tokenizer/    tokenizer (always)
     */manifest.json          base model, tokenizer, data hash, template version, seed, training curve
 
@@ -113,6 +114,12 @@ def load_stage_model(stage_dir: Path, device: str | None = None, dtype=None, mer
             model, _ = load_base_model(base["path"], dtype=dtype, device=device, trust_remote_code=trust)
             verify_files(stage_dir / "adapter", manifest.get("files"), stage_dir)
             model = _with_adapter(model, stage_dir / "adapter", merge=True)
+        tokenizer = load_tokenizer(stage_dir / "tokenizer")
+    elif kind == "sft" and manifest["base"].get("weights") == "model":  # full SFT: the whole model
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(stage_dir / "model"), dtype=resolve_dtype(dtype))
+        model.to(device)
         tokenizer = load_tokenizer(stage_dir / "tokenizer")
     elif kind == "sft":
         base = manifest["base"]

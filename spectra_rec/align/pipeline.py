@@ -359,7 +359,8 @@ def sft_stage_config(ds, split, config: AlignConfig, users, val_users, cpt_dir: 
         "cpt": cpt_dir.name if cpt_dir is not None else None,
         "sft": config.sft.to_dict(),
         "train": asdict(config.sft_train),
-        "lora": config.to_dict()["lora"],
+        "sft_mode": config.resolved_sft_mode,
+        "lora": config.to_dict()["lora"] if config.resolved_sft_mode == "lora" else None,
         "trust_remote_code": config.trust_remote_code,
     }
 
@@ -388,33 +389,62 @@ def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Pa
         common = _manifest_common(tokenizer, ds, stage_config, users, val_users)
         budget = prompt_budget(tokenizer, ds, config)
         fit = make_fit(tokenizer, budget)
-        examples = C.sft_examples(ds, split, users, config.sft, seed=config.seed, fit=fit)
-        val_examples = C.sft_examples(ds, split, val_users, config.sft, seed=config.seed + 1, fit=fit)
+        points = list(C.reference_points(ds, split, users, config.sft, seed=config.seed, fit=fit))
+        val_points = list(C.reference_points(ds, split, val_users, config.sft, seed=config.seed + 1, fit=fit))
+        examples = [C.Example(rp.user, fmt, rp.prefix + q, a, rp.dropped, rp.ref)
+                    for rp in points for fmt, q, a in rp.questions]
+        val_examples = [C.Example(rp.user, fmt, rp.prefix + q, a, rp.dropped, rp.ref)
+                        for rp in val_points for fmt, q, a in rp.questions]
         if not examples:
             raise ConfigError("SFT: no examples (every train window is shorter than min_context + min_future)")
-        train_set = encode_examples(tokenizer, examples, config.max_length)
         eval_sets = {"val": encode_examples(tokenizer, val_examples, config.max_length)}
         for fmt in C.FORMATS:
             rows = [r for r in eval_sets["val"].rows if r["format"] == fmt]
             if rows:
                 eval_sets[f"val_{fmt}"] = type(eval_sets["val"])(rows)
+        packed = bool(config.sft.readout_loss)
+        extra_train = {}
+        if packed:
+            from spectra_rec.align import readout_sft as R
+
+            spec = R.readout_spec(tokenizer, ds)
+            train_set = R.pack_reference_points(tokenizer, spec, points, config.sft.readout_loss, config.max_length)
+            # the readouts' KL alone on held-out users: the packed rows without their answer tokens
+            val_reads = [C.ReferencePoint(rp.user, rp.ref, rp.prefix, rp.target, rp.dropped, ()) for rp in val_points]
+            if val_reads:
+                eval_sets["val_readouts"] = R.pack_reference_points(tokenizer, spec, val_reads,
+                                                                    config.sft.readout_loss, config.max_length)
+            extra_train = {"collator": R.PackedCollator(tokenizer.pad_token_id),
+                           "trainer_class": lambda base: R.trainer_class(spec, config.sft.readout_weight, base)}
+        else:
+            train_set = encode_examples(tokenizer, examples, config.max_length)
         dropped = np.array([e.dropped for e in examples])
         formats = {f: int(sum(e.format == f for e in examples)) for f in C.FORMATS}
-        log.info("SFT: %d examples (%s), %d tokens, %d answer tokens; validation %d examples",
-                 len(train_set), formats, train_set.n_tokens, train_set.n_label_tokens, len(val_examples))
+        log.info("SFT: %d examples (%s) in %d rows, %d tokens, %d answer tokens; readout loss %s on %d reference "
+                 "points; validation %d examples", len(examples), formats, len(train_set), train_set.n_tokens,
+                 train_set.n_label_tokens, list(config.sft.readout_loss), len(points) if packed else 0,
+                 len(val_examples))
         model.train()
-        model = _peft(model, config.lora, config.seed)
+        full = config.resolved_sft_mode == "full"
+        if not full:
+            model = _peft(model, config.lora, config.seed)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         summary = train(model, tokenizer, train_set, eval_sets, config.sft_train, work, config.seed,
-                        group_by_length=True, bf16=config.bf16, gradient_checkpointing=config.gradient_checkpointing)
+                        group_by_length=True, bf16=config.bf16, gradient_checkpointing=config.gradient_checkpointing,
+                        **extra_train)
         out.mkdir(parents=True, exist_ok=True)
-        files = save_adapter(model, out / "adapter")
+        if full:
+            model.save_pretrained(str(out / "model"), safe_serialization=True)
+            files = {p.name: artifacts.file_digest(p) for p in sorted((out / "model").glob("*.safetensors"))}
+        else:
+            files = save_adapter(model, out / "adapter")
         tokenizer.save_pretrained(str(out / "tokenizer"))
         return {
             "kind": "sft",
-            "base": base,
+            "base": base | {"weights": "model" if full else "adapter"},
             **common,
-            "examples": {"train": len(train_set), "val": len(val_examples), "formats": formats,
+            "examples": {"train": len(examples), "rows": len(train_set), "val": len(val_examples), "formats": formats,
+                         "reference_points": len(points), "readout_loss": list(config.sft.readout_loss),
                          "tokens": train_set.n_tokens, "answer_tokens": train_set.n_label_tokens,
                          "trainable_parameters": int(trainable)},
             "context": {"max_items": config.sft.context_items, "prefix_token_budget": budget,

@@ -223,8 +223,11 @@ def _tokens_at(checkpoint: str | None) -> int:
 
 def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDataset], cfg: TrainConfig,
           work_dir: Path, seed: int, group_by_length: bool = False, callbacks=None, bf16: bool | None = None,
-          gradient_checkpointing: bool = False) -> dict:
+          gradient_checkpointing: bool = False, collator=None, trainer_class=None) -> dict:
     """Train ``model`` in place with the HF Trainer; returns the training-curve summary.
+
+    ``collator`` replaces :class:`Collator`; ``trainer_class(base)`` returns a subclass of ``base``,
+    the Trainer this function would use (packed SFT rows, :mod:`spectra_rec.align.readout_sft`).
 
     Validation losses are measured before and after training on each of ``eval_sets``.
     Resumes from the last checkpoint under ``work_dir/checkpoints`` when there is one.
@@ -232,10 +235,11 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
     ckpt_dir = Path(work_dir) / "checkpoints"
     args = training_arguments(cfg, ckpt_dir, seed, len(train_set), group_by_length, bool(eval_sets), bf16,
                               gradient_checkpointing)
-    trainer = _trainer_class()(
+    base = _trainer_class()
+    trainer = (trainer_class(base) if trainer_class else base)(
         model=model,
         args=args,
-        data_collator=Collator(tokenizer.pad_token_id),
+        data_collator=collator or Collator(tokenizer.pad_token_id),
         train_dataset=train_set,
         processing_class=tokenizer,  # counts non-pad tokens seen (batches carry no attention mask)
         callbacks=callbacks,

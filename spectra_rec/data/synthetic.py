@@ -18,6 +18,13 @@ import numpy as np
 from spectra_rec.errors import ConfigError, require_positive
 
 
+CATEGORY_NAMES = ("codes", "words")
+LEAF_WORDS = ("Amber", "Birch", "Cedar", "Delta", "Ember", "Fern", "Garnet", "Harbor", "Iris", "Jade", "Kelp",
+              "Lotus", "Maple", "Nectar", "Onyx", "Pearl", "Quartz", "Raven", "Sage", "Tulip", "Umber", "Violet",
+              "Willow", "Yarrow", "Zinnia", "Basil", "Clover", "Dune", "Flint", "Grove", "Heath", "Ivory")
+"""Leaf names of ``category_names='words'``."""
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Size and shape of a synthetic dataset."""
@@ -42,6 +49,12 @@ class SyntheticConfig:
     """Zipf exponent of item popularity within a category."""
     second_category_rate: float = 0.3
     """Share of items that carry a second category (a sibling leaf)."""
+    preferred_categories: int | None = None
+    """Planted preferences: each user's p_u is supported on this many categories drawn at random
+    (Dirichlet(1) weights over them); None = the Dirichlet over all K categories above."""
+    category_names: str = "codes"
+    """``codes``: leaves named ``G<a>-s<b>`` (several tokens each); ``words``: one word per leaf
+    (``Amber``, ``Birch``, ...; a single token each, as real genre names are), groups ``G<a>``."""
     seed: int = 0
 
     def __post_init__(self):
@@ -52,6 +65,16 @@ class SyntheticConfig:
             )
         if self.concentration <= 0:
             raise ConfigError(f"SyntheticConfig.concentration must be > 0, got {self.concentration}")
+        if self.preferred_categories is not None and not 1 <= self.preferred_categories <= self.K:
+            raise ConfigError(
+                f"SyntheticConfig.preferred_categories ({self.preferred_categories}) must be in [1, K] with "
+                f"K = n_l1 * n_l2 = {self.K}: a user cannot prefer more categories than there are"
+            )
+        if self.category_names not in CATEGORY_NAMES:
+            raise ConfigError(f"SyntheticConfig.category_names must be one of {list(CATEGORY_NAMES)}, "
+                              f"got {self.category_names!r}")
+        if self.category_names == "words" and self.K > len(LEAF_WORDS):
+            raise ConfigError(f"SyntheticConfig.category_names 'words' has {len(LEAF_WORDS)} names, K = {self.K}")
 
     @property
     def K(self) -> int:  # noqa: N802
@@ -77,7 +100,10 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     """Draw a synthetic dataset from ``config`` (same config, same data)."""
     rng = np.random.default_rng(config.seed)
     K = config.K
-    taxonomy = {f"G{a}": [f"G{a}-s{b}" for b in range(config.n_l2)] for a in range(config.n_l1)}
+    if config.category_names == "words":
+        taxonomy = {f"G{a}": list(LEAF_WORDS[a * config.n_l2 : (a + 1) * config.n_l2]) for a in range(config.n_l1)}
+    else:
+        taxonomy = {f"G{a}": [f"G{a}-s{b}" for b in range(config.n_l2)] for a in range(config.n_l1)}
     categories = [c for kids in taxonomy.values() for c in kids]
 
     # Category popularity: Zipf over a random order, so head categories are spread over groups.
@@ -96,6 +122,11 @@ def generate(config: SyntheticConfig) -> SyntheticData:
 
     # Users' preferences and interaction counts.
     prefs = rng.dirichlet(config.concentration * K * popularity + 1e-3, size=config.n_users)
+    if config.preferred_categories is not None:
+        m = config.preferred_categories
+        chosen = np.argsort(rng.random((config.n_users, K)), axis=1)[:, :m]
+        prefs = np.zeros((config.n_users, K))
+        np.put_along_axis(prefs, chosen, rng.dirichlet(np.ones(m), size=config.n_users), axis=1)
     counts = config.min_interactions + rng.poisson(
         max(config.mean_interactions - config.min_interactions, 0), size=config.n_users
     )

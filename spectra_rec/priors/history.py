@@ -7,6 +7,9 @@ its explicit name; its table is marked ``uses_heldout`` so every report labels i
 A context-window variant ``NAME@N`` (``uhf@10``) builds a per-user count prior from each
 user's last N train items only, the history-prior side of the paper's context-window sweep
 (the SPECTRA side is ``spectra-rec probe --max-items N``).
+
+``uhf-decay`` is the strongest history baseline: recency weights decay^(age in items), mixed
+with popularity by a shrinkage weight (both chosen on the dev cohort).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from spectra_rec.data.split import Split, normalize_rows
 from spectra_rec.errors import ConfigError
@@ -65,6 +69,34 @@ def uniform(split: Split) -> np.ndarray:
     return np.full((split.dataset.n_users, K), 1.0 / K)
 
 
+UHF_DECAY = 0.97
+"""Default recency decay of ``uhf-decay``: chosen on the ml-100k dev cohort by ``benchmarks/tune_uhf_decay.py``."""
+UHF_DECAY_SHRINK = 0.4
+"""Default popularity share of ``uhf-decay`` (same script, same dev cohort)."""
+
+
+def uhf_decay(split: Split, decay: float = UHF_DECAY, shrink: float = UHF_DECAY_SHRINK) -> np.ndarray:
+    """Recency-weighted UHF shrunk to popularity: p_u = (1 - shrink) * norm(sum_i decay^age(i) m(i, ·)) + shrink * pop.
+
+    age(i) = 0 for the user's last train item, 1 for the one before, ... (in items, not time).
+    """
+    if not 0.0 < decay <= 1.0:
+        raise ConfigError(f"uhf-decay: decay must be in (0, 1], got {decay}")
+    if not 0.0 <= shrink <= 1.0:
+        raise ConfigError(f"uhf-decay: shrink must be in [0, 1], got {shrink}")
+    ds = split.dataset
+    rows = np.flatnonzero(split.is_train)
+    age = split.n_train[split.user[rows]] - 1 - split.position()[rows]
+    weights = sp.csr_matrix((decay ** age.astype(np.float64), (split.user[rows], split.item[rows])),
+                            shape=(ds.n_users, ds.n_items))
+    mass = np.asarray((weights @ ds.membership).todense())
+    pop = split.category_train_mass / split.category_train_mass.sum()
+    has = mass.sum(axis=1) > 0
+    out = np.tile(pop, (ds.n_users, 1))
+    out[has] = (1 - shrink) * normalize_rows(mass[has]) + shrink * pop
+    return out
+
+
 def oracle(split: Split) -> np.ndarray:
     """Oracle (diagnostic, uses held-out data): p_u = q_u, the long-term ground truth."""
     out = uniform(split)
@@ -75,6 +107,7 @@ def oracle(split: Split) -> np.ndarray:
 HISTORY_PRIORS: dict[str, Callable[[Split], np.ndarray]] = {
     "uhf": uhf,
     "uhf-laplace": uhf_laplace,
+    "uhf-decay": uhf_decay,
     "markov": markov,
     "popularity": popularity,
     "uniform": uniform,

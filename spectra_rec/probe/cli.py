@@ -14,6 +14,7 @@ import logging
 from spectra_rec.errors import ConfigError
 from spectra_rec.probe.cli_common import add_common, backend_options, ray_config, run_probe, set_threads
 from spectra_rec.probe.readouts import L2_PROMPTS, PROBE_READOUTS
+from spectra_rec.probe.temperature import AUTO_TAU_READOUTS, parse_tau
 from spectra_rec.text.templates import Verbalizers
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,9 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p, "a local Hugging Face causal LM directory to probe instead of an adapter (not aligned)")
     p.add_argument("--readout", default="logit", choices=list(PROBE_READOUTS))
-    p.add_argument("--tau", type=float, default=1.0, help="softmax temperature (L1 temperature for hier)")
+    p.add_argument("--tau", type=parse_tau, default=1.0,
+                   help="softmax temperature (L1 temperature for hier), or 'auto': fitted per readout on the dev "
+                        "cohort (minimum mean dev JS; logit, name, choice), recorded in the table's metadata")
     p.add_argument("--tau-l2", type=float, help="hier: temperature of p(c2 | c1) (default --tau)")
     p.add_argument("--verbalizers", default="Yes,yes/No,no", help="affirmative/negative answer words")
     p.add_argument("--branches", default="all", help="hier: all | top:b | tail:b")
@@ -56,6 +59,32 @@ def readout_options(args) -> dict:
 
 
 def run(args) -> int:
+    auto = args.tau == "auto"
+    if auto:
+        if args.readout not in AUTO_TAU_READOUTS:
+            raise ConfigError(f"--tau auto supports --readout {'/'.join(AUTO_TAU_READOUTS)}, not {args.readout!r}")
+        if args.merge or args.shard != "0/1":
+            raise ConfigError("--tau auto needs the whole cohort in one run (no --shard / --merge)")
+        args.tau = 1.0  # probe the raw scores once; the temperature is fitted afterwards
+    rc = _run(args)
+    if auto:
+        from pathlib import Path
+
+        from spectra_rec.probe.cli_common import load_data
+        from spectra_rec.probe.temperature import auto_tau_table
+
+        _, split = load_data(args)
+        src = Path(args.out) if args.out is not None else Path(_run.last_source)
+        dst = src if args.out is not None else src.with_name(src.stem + ".tau-auto" + src.suffix)
+        table = auto_tau_table(src, split, args.readout, dst)
+        fit = table.meta["tau_fit"]
+        log.info("tau auto (%s): %.4g on %d dev users; dev JS %.4f (tau 1: %.4f)", args.readout, fit["tau"],
+                 fit["dev_users"], fit["dev_js"], fit["dev_js_tau1"])
+        print(f"tau {fit['tau']:.4g} (dev JS {fit['dev_js']:.4f}; tau 1: {fit['dev_js_tau1']:.4f}) -> {dst}")
+    return rc
+
+
+def _run(args) -> int:
     options = readout_options(args)
     set_threads(args)
     if args.out is None and args.model is None and args.shard == "0/1" and not args.merge:
@@ -69,6 +98,7 @@ def run(args) -> int:
             backend_options=backend_options(args), device=args.device,
             fresh=args.fresh, progress=not args.no_progress, ray_config=ray_config(args),
         )
+        _run.last_source = table.source
         print(table.source)
         return 0
     return run_probe(args, args.readout, options, "{dataset}-{readout}-{model}.parquet")

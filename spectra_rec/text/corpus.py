@@ -39,6 +39,8 @@ from spectra_rec.errors import ConfigError, require_positive
 from spectra_rec.text import templates as T
 
 FORMATS = ("name", "yes_no", "choice", "dg")
+READOUT_LOSSES = ("logit", "name", "choice")
+"""Readouts SFT can train listwise on the target distribution (``SFTConfig.readout_loss``)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,13 @@ class SFTConfig:
     """``fixed``: categories in dataset order, letters A.. in order (what the probe reads); ``shuffled``."""
     taxonomy_rate: float = 0.5
     """With an L1 -> L2 taxonomy: share of yes/no examples about it (half L1 names, half L2 given L1)."""
+    readout_loss: tuple[str, ...] = ()
+    """Readouts (``logit``, ``name``, ``choice``) whose distribution, computed exactly as the probe reads it,
+    is trained towards the whole target f at every reference point (a soft-target loss: one pass gives
+    the gradient of every category); the sampled examples stay as language-model targets on the same
+    prefix. Empty: plain SFT on the sampled examples only."""
+    readout_weight: float = 1.0
+    """Weight of the readout loss (KL(f || p) summed over ``readout_loss``) next to the answer-token loss."""
 
     def __post_init__(self):
         require_positive(self, "context_items", "refs_per_user", "examples_per_ref", "min_context", "min_future", "dg_k")
@@ -99,6 +108,12 @@ class SFTConfig:
         for name in ("yes_rate", "taxonomy_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"SFTConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        object.__setattr__(self, "readout_loss", tuple(self.readout_loss))
+        bad = sorted(set(self.readout_loss) - set(READOUT_LOSSES))
+        if bad:
+            raise ConfigError(f"SFTConfig.readout_loss has unknown readout(s) {bad}; known: {list(READOUT_LOSSES)}")
+        if not self.readout_weight >= 0:
+            raise ConfigError(f"SFTConfig.readout_weight must be >= 0, got {self.readout_weight}")
         if self.choice_order not in ("fixed", "shuffled"):
             raise ConfigError(f"SFTConfig.choice_order must be 'fixed' or 'shuffled', got {self.choice_order!r}")
 
@@ -297,9 +312,24 @@ def _mixture(config: SFTConfig) -> tuple[list[str], np.ndarray]:
     return fmts, w / w.sum()
 
 
-def sft_examples(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,
-                 seed: int = 0, fit: Callable | None = None) -> list[Example]:
-    """SFT examples from the train windows of ``users``; same inputs and seed, same examples.
+@dataclass(frozen=True)
+class ReferencePoint:
+    """One (user, reference point) of SFT: the shared history prefix, the target f and the sampled examples."""
+
+    user: int
+    ref: int
+    prefix: str
+    """The history prefix every question of this reference point follows."""
+    target: np.ndarray
+    """(K,) f: normalized category mass of the train-window interactions after the reference."""
+    dropped: int
+    questions: tuple[tuple[str, str, str], ...]
+    """(format, question, completion) of the sampled examples."""
+
+
+def reference_points(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,
+                     seed: int = 0, fit: Callable | None = None) -> Iterator[ReferencePoint]:
+    """The reference points of ``users``' train windows with their sampled examples (seeded, in order).
 
     ``fit(dataset, user, items, max_items) -> (prefix, dropped)`` may replace the plain
     ``history_prefix`` (e.g. :func:`spectra_rec.text.templates.fit_history_prefix` bound to a
@@ -311,7 +341,6 @@ def sft_examples(dataset, split, users: Sequence[int] | None = None, config: SFT
     global_mass = split.category_train_mass
     render = _Renderer(dataset, config, global_mass, fit)
     fmts, weights = _mixture(config)
-    out: list[Example] = []
     for u in users:
         items = split.train_items(u)
         n = len(items)
@@ -328,10 +357,21 @@ def sft_examples(dataset, split, users: Sequence[int] | None = None, config: SFT
                 continue
             prefix, dropped = render.prefix(u, context)
             context_mass = category_mass(dataset, context)
+            qs = []
             for fmt in rng.choice(fmts, size=config.examples_per_ref, p=weights):
                 q, a = render.draw(str(fmt), rng, f, context_mass)
-                out.append(Example(int(u), str(fmt), prefix + q, a, dropped, int(r)))
-    return out
+                qs.append((str(fmt), q, a))
+            yield ReferencePoint(int(u), int(r), prefix, f, int(dropped), tuple(qs))
+
+
+def sft_examples(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,
+                 seed: int = 0, fit: Callable | None = None) -> list[Example]:
+    """SFT examples from the train windows of ``users``; same inputs and seed, same examples.
+
+    The examples of :func:`reference_points`, one (prompt, completion) pair each.
+    """
+    return [Example(rp.user, fmt, rp.prefix + q, a, rp.dropped, rp.ref)
+            for rp in reference_points(dataset, split, users, config, seed, fit) for fmt, q, a in rp.questions]
 
 
 def heldout_examples(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,

@@ -1,0 +1,141 @@
+"""Planted-signal proof: the real CPT -> SFT -> probe path recovers strong, known per-user preferences.
+
+The planted dataset prints every item's category in the prompt and keeps each user on a few of
+K = 8 categories, so reading the history is enough (UHF reaches JS ~0.08). Before SFT trained the
+readouts on the whole future distribution, every readout sat at popularity level (JS ~0.37-0.43).
+The controls show that the check fails when the history never reaches the prompt or when the
+probe reads the wrong position; the side-by-side test fails when SFT and the probe render or
+tokenize a prompt differently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spectra_rec.align import pipeline
+from spectra_rec.align import readout_sft as R
+from spectra_rec.errors import ConfigError
+from spectra_rec.testing.planted import PLANTED_WORDS, planted_align_config, planted_dataset, probe_and_score
+from spectra_rec.text import corpus as C
+from spectra_rec.text import templates as T
+
+READOUTS = ("logit", "name", "choice")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    data = planted_dataset(tmp_path_factory.mktemp("planted"), PLANTED_WORDS)
+    cfg = planted_align_config()
+    model_dir = pipeline.align(data, cfg, runs=tmp_path_factory.mktemp("runs"))
+    return data, cfg, model_dir
+
+
+@pytest.fixture(scope="module")
+def scores(planted):
+    data, cfg, model_dir = planted
+    return probe_and_score(data, model_dir, READOUTS, max_items=cfg.sft.context_items)
+
+
+def test_every_readout_recovers_the_planted_preferences(scores):
+    pop = scores["popularity"]["js"]
+    print({m: {k: round(v, 3) for k, v in s.items()} for m, s in scores.items()})
+    assert scores["uhf"]["js"] < 0.5 * pop  # the signal is there to read
+    for r in READOUTS:
+        assert scores[r]["js"] <= 0.5 * pop, (r, scores[r], pop)
+        assert scores[r]["corr"] >= 0.7, (r, scores[r])
+        # per-user spread: the readouts differ across users about as much as the truth does
+        assert scores[r]["std"] >= 0.5 * scores["truth"]["std"], (r, scores[r])
+
+
+def test_the_check_fails_when_the_history_never_reaches_the_prompt(planted, scores):
+    data, cfg, model_dir = planted
+    blind = probe_and_score(data, model_dir, READOUTS, max_items=0)
+    for r in READOUTS:
+        assert blind[r]["js"] > 0.5 * scores["popularity"]["js"], (r, blind[r])
+        # only the user-profile line still differs between users
+        assert blind[r]["std"] < 0.1 * scores["truth"]["std"], (r, blind[r])
+
+
+def test_the_check_fails_when_the_probe_reads_the_wrong_position(planted, scores, monkeypatch):
+    """Prompts cut one token short ("...Answer" instead of "...Answer:"): the answer is read a position early.
+
+    The recovery check then fails: the choice readout falls apart (measured JS ~0.26 against the 0.19
+    bound). The yes/no readout survives this one (JS ~0.16): the model already carries its answer at
+    the "Answer" token.
+    """
+    data, cfg, model_dir = planted
+    monkeypatch.setattr(T, "ANSWER_CUE", "\nAnswer")
+    early = probe_and_score(data, model_dir, READOUTS, max_items=cfg.sft.context_items)
+    assert any(early[r]["js"] > 0.5 * scores["popularity"]["js"] for r in READOUTS), early
+    assert early["choice"]["js"] > 0.5 * scores["popularity"]["js"], early["choice"]
+
+
+def _packed_row(planted, user: int):
+    """(model, tokenizer, spec, reference point, packed row) of ``user``'s first SFT reference point."""
+    from spectra_rec.align.io import load_aligned
+
+    (ds, split), cfg, model_dir = planted
+    model, tok, _ = load_aligned(model_dir, device="cpu", merge=True)
+    spec = R.readout_spec(tok, ds)
+    rp = next(C.reference_points(ds, split, [user], cfg.sft, seed=0))
+    return model, tok, spec, rp, R.pack_reference_points(tok, spec, [rp], READOUTS, cfg.max_length).rows[0]
+
+
+def test_sft_rows_and_probe_prompts_are_the_same_tokens(planted):
+    """One user's packed SFT row next to the probe's prompts for the same history, token for token."""
+    from spectra_rec.probe.prompts import PromptBuilder
+    from spectra_rec.probe.readouts import make_readout
+
+    (ds, split), cfg, _ = planted
+    _, tok, spec, rp, row = _packed_row(planted, 0)
+    ids, seg, pos = np.array(row["input_ids"]), np.array(row["segments"]), np.array(row["position_ids"])
+    prefix = ids[seg == 0]
+    # the probe's history prefix for the same context items (the reference point's context)
+    builder = PromptBuilder(ds, split, tok, 10_000, max_items=None)
+    context = split.train_items(0)[: rp.ref][-cfg.sft.context_items:]
+    probe_prefix = builder.encode_prefix(T.history_prefix(ds, 0, context)[0])
+    assert tuple(prefix) == probe_prefix
+    for name in ("logit", "choice"):
+        ro = make_readout(name)
+        ro.prepare(builder)
+        reads = row["reads"]["yn" if name == "logit" else "ch"]
+        for q, at in zip(ro.suffixes, reads):
+            s = seg[at]
+            block = ids[seg == s]
+            assert tuple(block) == tuple(q)  # the same question tokens ...
+            assert at == np.flatnonzero(seg == s)[-1]  # ... read at their last token ...
+            assert list(pos[seg == s]) == list(range(len(prefix), len(prefix) + len(q)))  # ... right after the prefix
+        assert list(ro.token_ids[: len(spec.affirmative + spec.negative)] if name == "logit" else ro.token_ids) == \
+            list(spec.affirmative + spec.negative if name == "logit" else spec.letters)
+    name_ro = make_readout("name")
+    name_ro.prepare(builder)
+    assert [tuple(c) for c in name_ro.continuations] == [tuple(n) for n in spec.names]
+    # the name question block, read where the probe reads the first name token
+    nm = row["reads"]["nm"][0][0]
+    assert tuple(ids[seg == seg[nm]]) == spec.name_question
+
+
+def test_packed_rows_match_unpacked_prompts_numerically(planted):
+    """The block mask makes each question see only the prefix and itself: its logits equal the lone prompt's."""
+    import torch
+
+    model, tok, _, _, row = _packed_row(planted, 1)
+    batch = R.PackedCollator(tok.pad_token_id)([row])
+    with torch.no_grad():
+        h = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["block_mask"],
+                                position_ids=batch["position_ids"]).last_hidden_state
+        packed = model.get_output_embeddings()(h)[0]
+        seg = np.array(row["segments"])
+        prefix = [t for t, s in zip(row["input_ids"], seg) if s == 0]
+        for at in row["reads"]["yn"][:3] + row["reads"]["ch"]:
+            block = [t for t, s in zip(row["input_ids"], seg) if s == seg[at]]
+            alone = model(input_ids=torch.tensor([prefix + block])).logits[0, -1]
+            torch.testing.assert_close(packed[at], alone, rtol=1e-4, atol=1e-4)
+
+
+def test_planted_generator_rejects_more_preferred_categories_than_k():
+    from spectra_rec.data.synthetic import SyntheticConfig
+
+    with pytest.raises(ConfigError, match=r"preferred_categories \(9\).*K = n_l1 \* n_l2 = 8"):
+        SyntheticConfig(n_l1=2, n_l2=4, preferred_categories=9)
