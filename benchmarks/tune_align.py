@@ -30,6 +30,7 @@ READOUTS = ("logit", "name", "choice")
 
 def candidates():
     from spectra_rec.align.config import AlignConfig
+    from spectra_rec.text.corpus import SFTConfig
 
     base = AlignConfig()
     old_sft = replace(base.sft, context_items=10, refs_per_user=3, examples_per_ref=1, readout_loss=())
@@ -45,6 +46,9 @@ def candidates():
         # full SFT with the readout losses on packed reference points, 20-item context
         "packed-ctx20": cand(0.3, replace(base.sft, context_items=20, refs_per_user=2, examples_per_ref=1,
                                           readout_loss=READOUTS), 1.0, 3e-3),
+        # the default, but its one sampled example per packed row drawn with SFTConfig's plain mixture
+        # (DG 0.1): too few DG lists for DG to stop repeating categories
+        "default-dg0.1": replace(base, sft=replace(base.sft, mixture=SFTConfig().mixture)),
         "default": base,
     }
 
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
         adapter = pipeline.align((ds, split), cfg, runs=args.runs)
         m = read_align_manifest(adapter)
         secs = (m.get("cpt") or {}).get("seconds", 0) + m["training"]["seconds"]
-        for r in READOUTS:
+        for r in READOUTS + ("dg",):
             table = spectra_prior((ds, split), runs=args.runs, readout=r, adapter=adapter, progress=False)
             p = table.matrix(ds, dev)
             row(f"{name} / {r}", p, f"align {secs:.0f} s (CPT + SFT, as recorded)" if r == READOUTS[0] else "")

@@ -143,6 +143,7 @@ def _align_config():
         cpt_train=TrainConfig(max_steps=12, batch_size=4, logging_steps=1, save_steps=3),
         sft_train=TrainConfig(max_steps=12, batch_size=8, logging_steps=1, save_steps=3),
         lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+        sft_mode="lora",  # the adapter path of a real --base-model: its checkpoints and files are what is tested
     )
 
 
