@@ -117,7 +117,7 @@ def _default_sft_text() -> SFTConfig:
     # packed into one row that trains the logit, name and choice readouts on the whole future distribution.
     # The readout losses teach those three formats on every row, so most sampled examples are DG lists:
     # with DG at 0.1 of one example per row (159 lists) every user's DG list repeated a category (dev JS
-    # 0.610); at 0.6 none do (dev JS 0.381), with readout dev JS within 0.003 (benchmarks/tune_align.py).
+    # 0.610); at 0.6 none of 943 do (dev JS 0.381), readout dev JS 0.002-0.003 higher (benchmarks/tune_align.py).
     return SFTConfig(context_items=20, refs_per_user=2, examples_per_ref=1, readout_loss=("logit", "name", "choice"),
                      mixture=dict(DEFAULT_SFT_MIXTURE))
 
