@@ -23,7 +23,7 @@ def test_cli_serves_a_merged_align_folder_as_its_own_stage(synthetic_dir, tmp_pa
     from spectra_rec.testing.tiny import quick_align_config
 
     runs = tmp_path / "runs"
-    sft = align(str(synthetic_dir), quick_align_config(), runs)
+    sft = align(str(synthetic_dir), quick_align_config(sft_mode="lora"), runs)  # a --base-model's adapter path
     before = sorted(p.relative_to(sft) for p in sft.rglob("*"))
     common = ["--dataset", str(synthetic_dir), "--adapter", str(sft), "--max-users", "6", "--runs", str(runs),
               "--readout", "choice", "--no-progress"]
@@ -40,3 +40,24 @@ def test_cli_serves_a_merged_align_folder_as_its_own_stage(synthetic_dir, tmp_pa
     merged = list((runs / "merged").glob("*/model/config.json"))
     assert len(merged) == 1 and json.loads((merged[0].parents[1] / "manifest.json").read_text())["kind"] == "merged"
     assert sorted(p.relative_to(sft) for p in sft.rglob("*")) == before  # nothing written into the align folder
+
+
+def test_cli_serves_a_fully_fine_tuned_align_folder_directly(synthetic_dir, tmp_path):
+    """The default from-scratch alignment fine-tunes SFT in full: vLLM serves its ``model/`` as it is."""
+    from spectra_rec.align.pipeline import align
+    from spectra_rec.cli import main
+    from spectra_rec.priors.table import PriorTable
+    from spectra_rec.testing.tiny import quick_align_config
+
+    runs = tmp_path / "runs"
+    sft = align(str(synthetic_dir), quick_align_config(sft_mode="full"), runs)
+    assert (sft / "model" / "config.json").exists() and not (sft / "adapter").exists()
+    common = ["--dataset", str(synthetic_dir), "--adapter", str(sft), "--max-users", "6", "--runs", str(runs),
+              "--readout", "logit", "--no-progress"]
+    assert main(["probe", *common, "--out", str(tmp_path / "hf.parquet")]) == 0
+    assert main(["probe", *common, "--backend", "vllm", "--dtype", "fp32", "--out", str(tmp_path / "vl.parquet")]) == 0
+    hf, vl = PriorTable.load(tmp_path / "hf.parquet"), PriorTable.load(tmp_path / "vl.parquet")
+    assert vl.user_ids.tolist() == hf.user_ids.tolist()
+    diff = np.abs(hf.probs - vl.probs).max()
+    print(f"hf vs vllm on a fully fine-tuned align folder: {diff:.1e}")
+    assert diff <= TOL

@@ -145,6 +145,8 @@ def resolve_model(model, adapter=None) -> tuple[str, str | None, dict]:
             if manifest["base"].get("weights") != "model":
                 raise ConfigError(f"{path}: a CPT LoRA folder; serve it with merge=True")
             return str(path / "model"), adapter, manifest
+        if kind == "sft" and manifest["base"].get("weights") == "model":
+            return str(path / "model"), adapter, manifest  # full SFT: the whole model, no adapter to serve
         if kind == "sft":
             base = manifest["base"]
             if base["kind"] == "cpt":
