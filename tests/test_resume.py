@@ -41,7 +41,10 @@ def _env() -> dict:
 
 
 def run_and_kill(code: str, ready, tmp: Path, jitter: float = 0.0, timeout: float = 300.0) -> None:
-    """Run ``code`` in a new interpreter; SIGKILL it once ``ready()`` holds (plus a seeded delay up to ``jitter`` s)."""
+    """Run ``code`` in a new interpreter; SIGKILL it once ``ready()`` holds (plus a seeded delay up to ``jitter`` s).
+
+    Keep ``jitter`` well below the stage's remaining run time: on an idle machine the tiny CPT's 12 steps
+    take about 0.4 s, and a kill that lands after the last checkpoint tests another case."""
     log_path = tmp / f"killed-{time.monotonic_ns()}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp, env=_env(),
@@ -193,7 +196,7 @@ def test_cpt_killed_mid_training_resumes_past_a_half_written_checkpoint(tmp_path
     ref_runs, ref_cpt, _ = reference_align
     runs = tmp_path / "runs"
     ckpts = "align/cpt/.*.work/checkpoints/checkpoint-*/trainer_state.json"
-    run_and_kill(ALIGN_CODE.format(runs=str(runs)), exists(ckpts, runs), tmp_path, jitter=0.3)
+    run_and_kill(ALIGN_CODE.format(runs=str(runs)), exists(ckpts, runs), tmp_path, jitter=0.05)
     # A kill during a later save leaves a higher-numbered checkpoint without its trainer state
     # (the Trainer writes that file last): the rerun must skip it, not crash on it.
     (done,) = [p.parent for p in runs.glob(ckpts)]
@@ -223,7 +226,7 @@ def test_sft_killed_mid_training_resumes_to_the_same_adapter(tmp_path, reference
     runs = tmp_path / "runs"
     shutil.copytree(ref_cpt, runs / "align" / "cpt" / ref_cpt.name)  # CPT done: the kill lands in SFT
     ckpts = "align/sft/.*.work/checkpoints/checkpoint-*/trainer_state.json"
-    run_and_kill(ALIGN_CODE.format(runs=str(runs)), exists(ckpts, runs), tmp_path, jitter=0.3)
+    run_and_kill(ALIGN_CODE.format(runs=str(runs)), exists(ckpts, runs), tmp_path, jitter=0.05)
     with caplog.at_level(logging.INFO):
         sft = align(tiny_data(), _align_config(), runs)
     assert "resuming from" in caplog.text
