@@ -40,6 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="backbone early stopping: epochs without a better valid NDCG@10 before it stops (YAML: stopping_step)")
     p.add_argument("--detect-anomaly", action="store_true",
                    help="debugging: train the backbone under torch autograd anomaly detection (about 2x slower)")
+    p.add_argument("--dropout-kernel", default="uniform", choices=["uniform", "bernoulli"],
+                   help="backbone dropout masks: uniform (rand < 1-p, the same distribution without torch's slow "
+                        "CPU bernoulli_) or bernoulli (RecBole's nn.Dropout)")
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
+                   help="backbone bfloat16 autocast (RecBole's enable_amp); auto: on where the CPU has native bf16 "
+                        "(AVX512-BF16 or AMX)")
     p.add_argument("--max-users", type=int, help="seeded subsample of evaluated users, for quick runs")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATE_SETS), choices=CANDIDATE_SETS)
     p.add_argument("--top-n", type=int, default=200, help="retrieval depth")
@@ -103,7 +109,8 @@ def main(argv=None) -> int:
         config = FusionConfig(
             model=args.model, dataset=str(args.dataset), category_field=args.category_field,
             split_ratio=args.split_ratio, taxonomy=args.taxonomy, prior=args.prior, w=args.w, epochs=args.epochs,
-            patience=args.patience, detect_anomaly=args.detect_anomaly,
+            patience=args.patience, detect_anomaly=args.detect_anomaly, dropout_kernel=args.dropout_kernel,
+            amp={"auto": None, "on": True, "off": False}[args.amp],
             **({"w_grid": tuple(args.w_grid)} if args.w_grid else {}),
             max_users=args.max_users, candidate_sets=tuple(args.candidates),
             select_on=args.select_on, selection=args.selection, rule=args.rule,

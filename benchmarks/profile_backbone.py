@@ -10,10 +10,14 @@ A ``torch.profiler`` pass over the first variant lists the operators with the mo
 and the dropout share (``bernoulli_`` / ``dropout`` kernels) is printed on its own. Figures move
 between CPU models: compare the variants of one run, not runs of different machines. Not a test.
 
-Variants: ``base`` (the YAML configuration), ``anomaly`` (autograd anomaly mode on, as RecBole's
-import leaves it), ``no-dropout`` (every dropout probability 0), ``threads1`` (one intra-op thread),
-``batch2048`` (four times the batch), ``attn-dropout-0`` (no dropout on attention weights), ``amp`` (RecBole's
-``enable_amp``: forward and loss under CPU autocast, bfloat16; its speed depends on the CPU's bf16 support).
+Variants: ``base`` (the defaults: the YAML, dropout masks from ``rand < 1 - p``
+(:mod:`fusion.dropout`), bfloat16 autocast where the CPU has native bf16), ``recbole`` (RecBole's
+own loop: ``nn.Dropout``'s ``bernoulli_`` masks, float32), ``anomaly`` (``recbole`` with autograd
+anomaly mode on, as RecBole's import leaves it: the state before this toolkit's changes),
+``fp32`` (base without autocast), ``bernoulli`` (base with ``nn.Dropout``), ``no-dropout`` (every
+dropout probability 0), ``threads1`` (one intra-op thread), ``batch2048`` (four times the batch),
+``attn-dropout-0`` (no dropout on attention weights). Autocast's speed depends on the CPU's bf16
+support.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = {
-    "base": {},
-    "anomaly": {},
-    "no-dropout": {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0},
-    "threads1": {},
-    "batch2048": {"train_batch_size": 2048},
-    "attn-dropout-0": {"attn_dropout_prob": 0.0},
-    "amp": {"enable_amp": True},
+RECBOLE = {"dropout_kernel": "bernoulli", "amp": False}
+VARIANTS = {  # name: (RecBole overrides, BackboneConfig fields)
+    "base": ({}, {}),
+    "recbole": ({}, RECBOLE),
+    "anomaly": ({}, RECBOLE),
+    "fp32": ({}, {"amp": False}),
+    "bernoulli": ({}, {"dropout_kernel": "bernoulli"}),
+    "no-dropout": ({"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0}, {}),
+    "threads1": ({}, {}),
+    "batch2048": ({"train_batch_size": 2048}, {}),
+    "attn-dropout-0": ({"attn_dropout_prob": 0.0}, {}),
 }
 
 
@@ -63,15 +70,15 @@ def _phases(model, trainer, train_data, n_batches: int, amp: bool = False) -> di
     return times
 
 
-def _top_ops(model, trainer, train_data, n_batches: int, top: int = 12) -> tuple[list, float]:
+def _top_ops(model, trainer, train_data, n_batches: int, top: int = 12, amp: bool = False) -> tuple[list, float]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        _phases(model, trainer, train_data, n_batches)
+        _phases(model, trainer, train_data, n_batches, amp=amp)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    dropout = sum(e.self_cpu_time_total for e in events if "bernoulli" in e.key or "dropout" in e.key)
+    dropout = sum(e.self_cpu_time_total for e in events if any(k in e.key for k in ("bernoulli", "dropout", "uniform_")))
     rows = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
     return [(e.key, e.self_cpu_time_total / total, e.count) for e in rows], dropout / total
 
@@ -109,34 +116,38 @@ def main() -> None:
         print(f"\n{model_name}")
         built = {}
         for variant in args.variants:
-            overrides = {k: v for k, v in VARIANTS[variant].items() if k in resolved or k in ("train_batch_size", "enable_amp")}
+            overrides, fields = VARIANTS[variant]
+            overrides = {k: v for k, v in overrides.items() if k in resolved or k == "train_batch_size"}
             with quiet_recbole():
                 rconfig, _, (train_data, _, _), model = prepare_recbole(
-                    split, data_path, BackboneConfig(model_name, overrides=overrides), tmp / model_name
+                    split, data_path, BackboneConfig(model_name, overrides=overrides, **fields), tmp / model_name
                 )
-                built[variant] = (model, get_trainer(rconfig["MODEL_TYPE"], model_name)(rconfig, model), train_data)
+                trainer = get_trainer(rconfig["MODEL_TYPE"], model_name)(rconfig, model)
+                built[variant] = (model, trainer, train_data, bool(rconfig["enable_amp"]))
         # variants take turns, a few steps at a time, so that a busy machine slows them all alike
         times = {v: {"data": [], "forward": [], "backward": [], "optimizer": []} for v in args.variants}
         rounds = max(1, args.batches // 5)
         for r in range(rounds + 1):
-            for variant, (model, trainer, train_data) in built.items():
+            for variant, (model, trainer, train_data, amp) in built.items():
                 torch.set_num_threads(1 if variant == "threads1" else threads)
                 with quiet_recbole(), torch.autograd.set_detect_anomaly(variant == "anomaly"):
-                    got = _phases(model, trainer, train_data, 5, amp=variant == "amp")
+                    got = _phases(model, trainer, train_data, 5, amp=amp)
                 if r:  # round 0 warms up the allocator and first-call dispatch
                     for k, v in got.items():
                         times[variant][k].extend(v)
         torch.set_num_threads(threads)
-        print(f"  {'variant':<11} {'batches/epoch':>13} {'ms/step':>8} {'s/epoch':>8}  data / forward / backward / optimizer")
-        for variant, (model, trainer, train_data) in built.items():
+        print(f"  {'variant':<14} {'amp':>4} {'batches/epoch':>13} {'ms/step':>8} {'s/epoch':>8}  "
+              "data / forward / backward / optimizer")
+        for variant, (model, trainer, train_data, amp) in built.items():
             t = times[variant]
             step = [sum(x) for x in zip(*t.values())]
             med = statistics.median(step)
             shares = " / ".join(f"{sum(t[k]) / sum(step):.0%}" for k in t)
-            print(f"  {variant:<11} {len(train_data):>13} {med * 1e3:>8.1f} {med * len(train_data):>8.1f}  {shares}")
-        model, trainer, train_data = built[args.variants[0]]
+            print(f"  {variant:<14} {'on' if amp else 'off':>4} {len(train_data):>13} {med * 1e3:>8.1f} "
+                  f"{med * len(train_data):>8.1f}  {shares}")
+        model, trainer, train_data, amp = built[args.variants[0]]
         with quiet_recbole():
-            ops, drop = _top_ops(model, trainer, train_data, 10)
+            ops, drop = _top_ops(model, trainer, train_data, 10, amp=amp)
         print(f"  operators with the most self CPU time ({args.variants[0]}; dropout kernels {drop:.0%} of all):")
         for key, share, count in ops:
             print(f"    {share:6.1%}  {count:>6}  {key}")

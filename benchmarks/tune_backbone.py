@@ -17,6 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
+KERNELS = {
+    "bernoulli-fp32": {"dropout_kernel": "bernoulli", "amp": False},  # RecBole's own training loop
+    "uniform-fp32": {"dropout_kernel": "uniform", "amp": False},
+    "uniform-amp": {"dropout_kernel": "uniform", "amp": True},
+    "bernoulli-amp": {"dropout_kernel": "bernoulli", "amp": True},
+}
+"""Variants of how the shipped YAML is trained (BackboneConfig fields, not RecBole keys)."""
+
 VARIANTS = {
     "SASRec": {
         "yaml": {},
@@ -40,7 +48,8 @@ VARIANTS = {
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="SASRec", choices=list(VARIANTS))
-    p.add_argument("--variants", nargs="+", help="default: all of the model's")
+    p.add_argument("--variants", nargs="+", help="default: all of the model's; also "
+                   f"{', '.join(KERNELS)} (the YAML trained with that dropout kernel and precision)")
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--max-epochs", type=int, default=40)
     p.add_argument("--patience", type=int, help="default: the YAML's stopping_step")
@@ -55,10 +64,14 @@ def main() -> None:
     setup_logging(False)
     runs = args.runs or Path(tempfile.mkdtemp(prefix="tune-backbone-"))
     _, split, data_folder = data_stage(DataConfig(dataset=args.dataset), runs)
+    unknown = [v for v in args.variants or [] if v not in VARIANTS[args.model] and v not in KERNELS]
+    if unknown:
+        p.error(f"unknown --variants {unknown} for {args.model}; known: {sorted(VARIANTS[args.model]) + sorted(KERNELS)}")
     rows = []
     for name in args.variants or list(VARIANTS[args.model]):
+        fields = KERNELS.get(name, {})
         cfg = BackboneConfig(args.model, epochs=args.max_epochs, patience=args.patience,
-                             overrides=VARIANTS[args.model][name])
+                             overrides=VARIANTS[args.model].get(name, {}), **fields)
         t = time.perf_counter()
         b = backbone_stage(split, data_folder, cfg, runs)
         wall = time.perf_counter() - t

@@ -62,8 +62,18 @@ class BackboneConfig:
     detect_anomaly: bool = False
     """Debugging only: train under ``torch.autograd.detect_anomaly`` (about twice as slow; the
     results are the same, so it is not part of the cache key)."""
+    dropout_kernel: str = "uniform"
+    """How dropout masks are drawn: ``uniform`` (:class:`fusion.dropout.UniformDropout`, the same
+    distribution without ``bernoulli_``'s slow CPU path) or ``bernoulli`` (RecBole's ``nn.Dropout``)."""
+    amp: bool | None = None
+    """Train under bfloat16 autocast (RecBole's ``enable_amp``). None: on for a CPU with native bf16
+    (AVX512-BF16 or AMX), off elsewhere; the resolved value is part of the cache key."""
 
     def __post_init__(self):
+        from fusion.dropout import DROPOUT_KERNELS
+
+        if self.dropout_kernel not in DROPOUT_KERNELS:
+            raise ConfigError(f"--dropout-kernel must be one of {list(DROPOUT_KERNELS)}, got {self.dropout_kernel!r}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.patience is not None and self.patience < 0:
@@ -209,10 +219,26 @@ def backbone_stage(
 
 
 def _cache_fields(config: BackboneConfig) -> dict:
-    """The configuration that changes a trained backbone (debug switches left out)."""
+    """The configuration that changes a trained backbone (debug switches left out, ``amp`` resolved)."""
     d = asdict(config)
     d.pop("detect_anomaly")
+    d["amp"] = resolved_amp(config)
     return d
+
+
+def resolved_amp(config: BackboneConfig) -> bool:
+    """``config.amp``, or where it is None: whether this CPU computes bfloat16 natively.
+
+    Without native bf16 the CPU emulates it and autocast is slower than float32; on CUDA autocast
+    means float16 with loss scaling, which RecBole leaves to the user (``--amp``).
+    """
+    if config.amp is not None:
+        return bool(config.amp)
+    if config.device != "cpu":
+        return False
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def load_backbone(folder: Path, model: str, n_users: int, n_items: int) -> Backbone:
@@ -253,6 +279,7 @@ def _recbole_config(model: str, data_path: Path, dataset_name: str, config: Back
         cfg["epochs"] = config.epochs
     if config.patience is not None:
         cfg["stopping_step"] = config.patience
+    cfg["enable_amp"] = resolved_amp(config)
     cfg.update(config.overrides)
     with pandas3_patches():
         return Config(
@@ -281,6 +308,10 @@ def prepare_recbole(split: Split, data_path: Path, config: BackboneConfig, check
     init_seed(rconfig["seed"] + rconfig["local_rank"], rconfig["reproducibility"])
     model = get_model(config.model)(rconfig, loaders[0].dataset).to(rconfig["device"])
     _check_interface(model, config.model)
+    if config.dropout_kernel == "uniform":
+        from fusion.dropout import swap_dropout
+
+        swap_dropout(model)
     return rconfig, rdata, loaders, model
 
 
@@ -342,6 +373,8 @@ def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Pat
         "stopped_early": epoch_log.epochs < rconfig["epochs"],
         "valid_curve": epoch_log.curve,
         "anomaly_mode": epoch_log.anomaly_mode,
+        "amp": bool(rconfig["enable_amp"]),
+        "dropout_kernel": config.dropout_kernel,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(train_seconds / max(epoch_log.epochs, 1), 1),
         "train_sequences": len(train_data.dataset),

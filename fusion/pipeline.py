@@ -68,6 +68,10 @@ class FusionConfig:
     """Backbone early-stopping patience override (RecBole's ``stopping_step``)."""
     detect_anomaly: bool = False
     """Debugging only: train the backbone under autograd anomaly detection (about twice as slow)."""
+    dropout_kernel: str = "uniform"
+    """Backbone dropout masks: ``uniform`` (same distribution, no slow CPU ``bernoulli_``) or ``bernoulli``."""
+    amp: bool | None = None
+    """Backbone bfloat16 autocast; None: on where the CPU computes bf16 natively."""
     max_users: int | None = None
     """Seeded subsample of the evaluated users (quick runs); the backbone still trains on all."""
     dev_fraction: float = 0.2
@@ -136,7 +140,7 @@ class FusionConfig:
     def backbone_config(self) -> BackboneConfig:
         return BackboneConfig(model=self.model, epochs=self.epochs, patience=self.patience, seed=self.backbone_seed,
                               device=self.device, overrides=self.backbone_overrides,
-                              detect_anomaly=self.detect_anomaly)
+                              detect_anomaly=self.detect_anomaly, dropout_kernel=self.dropout_kernel, amp=self.amp)
 
     def prior_label(self) -> str:
         p = Path(self.prior)

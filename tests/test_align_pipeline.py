@@ -239,3 +239,22 @@ def test_spectra_rec_align_command_runs_end_to_end(synthetic_dir, tmp_path, caps
     m = json.loads((sft / "manifest.json").read_text())
     assert m["base"]["weights"] == "model" and m["examples"]["readout_loss"] == ["logit", "name", "choice"]
     assert "val_readouts" in m["training"]["eval_loss_after"]
+
+
+def test_resuming_from_the_final_checkpoint_trains_nothing_more(tmp_path):
+    # a run killed after its last checkpoint but before publishing resumes at max_steps
+    from spectra_rec.align.train import ListDataset, train
+    from spectra_rec.testing.tiny import tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer()
+    rows = ListDataset([{"input_ids": tok(f"Item {j} (1990) [G0-s1]")["input_ids"],
+                         "labels": tok(f"Item {j} (1990) [G0-s1]")["input_ids"]} for j in range(16)])
+    cfg = TrainConfig(max_steps=5, batch_size=4, save_steps=2, logging_steps=1)  # the last save is the end of training
+    first = train(model, tok, rows, {}, cfg, tmp_path, seed=0)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    model, tok = tiny_model_and_tokenizer()
+    again = train(model, tok, rows, {}, cfg, tmp_path, seed=0)
+    assert again["resumed_from"] == "checkpoint-5"
+    assert first["steps"] == again["steps"] == 5
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=1e-6)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Sequence
@@ -188,7 +189,6 @@ def last_checkpoint(output_dir: Path) -> str | None:
     kill crash until the work folder was thrown away.
     """
     import json
-    import re
     import shutil
 
     output_dir = Path(output_dir)
@@ -209,6 +209,11 @@ def last_checkpoint(output_dir: Path) -> str | None:
         log.warning("removing incomplete checkpoint %s (interrupted while saving)", d)
         shutil.rmtree(d, ignore_errors=True)
     return None
+
+
+def _step_of(checkpoint: str) -> int:
+    """The global step a complete checkpoint was saved at (see :func:`last_checkpoint`)."""
+    return int(re.fullmatch(r"checkpoint-(\d+)", Path(checkpoint).name).group(1))
 
 
 def _tokens_at(checkpoint: str | None) -> int:
@@ -262,7 +267,17 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
     if resume:
         log.info("resuming from %s", resume)
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    if resume and _step_of(resume) >= args.max_steps:
+        # Killed after its last checkpoint: the checkpoint is the result. Resuming there mid-epoch,
+        # the HF Trainer would train one step past max_steps.
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(resume)
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        training_loss = float(np.mean(logged)) if logged else float("nan")
+    else:
+        training_loss = trainer.train(resume_from_checkpoint=resume).training_loss
     seconds = time.perf_counter() - t0
     after = _evaluate(trainer, eval_sets)
     curve = [
@@ -283,7 +298,7 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         "seconds": round(seconds, 2),
         "tokens_this_run": tokens_this_run,
         "tokens_per_second": round(tokens_this_run / seconds, 1) if seconds > 0 else None,
-        "train_loss_mean": round(float(result.training_loss), 5),
+        "train_loss_mean": round(float(training_loss), 5),
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
         "train_loss_last10_mean": round(float(np.mean(losses[-10:])), 5) if losses else None,
