@@ -80,3 +80,32 @@ def test_readout_keys_are_the_former_constructor_defaults():
     tax = {"G1": ["b", "c"], "G0": ["a"]}
     assert readout_key("hier", {"taxonomy": tax})["taxonomy"] == tax
     assert np.isclose(readout_key("logit", {"tau": 1})["tau"], 1.0)
+
+
+def test_only_dg_takes_a_default_from_the_align_manifest():
+    from spectra_rec.probe.readouts import READOUTS
+
+    manifest = {"config": {"sft": {"dg_k": 4, "context_items": 9}}}
+    assert READOUTS["dg"].manifest_defaults(manifest) == {"k": 4}
+    assert READOUTS["dg"].manifest_defaults({"config": {"sft": {}}}) == {}
+    assert all(READOUTS[n].manifest_defaults(manifest) == {} for n in READOUTS if n != "dg")
+
+
+@pytest.mark.parametrize("given, manifest_k, expected", [(None, 4, 4), (None, None, 3), (2, 4, 2)])
+def test_dg_cli_takes_k_from_the_option_then_the_manifest_then_3(given, manifest_k, expected, tmp_path):
+    from argparse import Namespace
+
+    from spectra_rec.probe.cli_common import _checked_defaults
+
+    class DS:
+        name = "d"
+
+    manifest = {"config": {"sft": {"context_items": 7} | ({"dg_k": manifest_k} if manifest_k else {})}}
+    args = Namespace(max_items=None, out=None, runs=tmp_path)
+    options = {"k": given, "max_new_tokens": None}
+    max_items, _ = _checked_defaults(args, "dg", options, "{dataset}-{readout}-{model}.parquet", DS(), None, manifest,
+                                     "m", None, {"k": 3})
+    assert options == {"k": expected, "max_new_tokens": None} and max_items == 7
+    logit_options = {"tau": 1.0}
+    _checked_defaults(args, "logit", logit_options, "{dataset}.parquet", DS(), None, manifest, "m", None, None)
+    assert logit_options == {"tau": 1.0}

@@ -212,8 +212,8 @@ def spectra_prior(
 
     ``data``: a ``DataConfig``, a dataset name/directory, a ``Dataset`` (with ``split``) or a
     ``(Dataset, Split)`` pair. ``adapter``: an align folder to use instead of aligning.
-    ``max_items`` defaults to the adapter's SFT context size; the DG readout's ``k`` to its
-    SFT list length. ``fresh`` recomputes the probe stage only (a cached adapter is reused;
+    ``max_items`` defaults to the adapter's SFT context size, and options not given to what the
+    manifest implies for the readout (``Readout.manifest_defaults``: DG's ``k``, its SFT list length). ``fresh`` recomputes the probe stage only (a cached adapter is reused;
     pass ``adapter=`` or run ``spectra-rec align --fresh`` to retrain). ``ray_config``
     (a :class:`spectra_rec.probe.distributed.RayConfig`) probes on a Ray actor pool instead of
     this process: the same table, so not part of the cache key. Stage folder:
