@@ -213,6 +213,3 @@ def json_default(o):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
-
-_json_default = json_default
-"""Former private name, still imported by the probe stage."""

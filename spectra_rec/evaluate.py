@@ -32,7 +32,7 @@ from spectra_rec.data.cli import add_data_arguments, data_config
 from spectra_rec.data.split import thirds_by_rank
 from spectra_rec.errors import ConfigError, require_positive
 from spectra_rec.metrics import calibration, distribution, exposure, fairness, ranking, theory
-from spectra_rec.metrics._validate import as_distributions, warn_degenerate
+from spectra_rec.metrics.validate import as_distributions, warn_degenerate
 from spectra_rec.metrics.stats import (
     bootstrap_ci,
     holm,

@@ -167,3 +167,14 @@ def test_write_parquet_round_trips_with_metadata_and_a_failed_write_keeps_the_ol
     monkeypatch.undo()
     assert pd.read_parquet(path).equals(first)
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_write_parquet_is_the_one_parquet_writer_of_the_package():
+    """Every Parquet file spectra_rec writes goes through artifacts.write_parquet (temporary file + rename)."""
+    from pathlib import Path
+
+    root = Path(artifacts.__file__).parent
+    hits = [f"{p.relative_to(root)}:{i}" for p in sorted(root.rglob("*.py")) if p.name != "artifacts.py"
+            for i, line in enumerate(p.read_text().splitlines(), 1)
+            if ".to_parquet(" in line or "write_table(" in line]
+    assert hits == []

@@ -50,7 +50,7 @@ def test_case_matters():
 def dg_model():
     """The tiny model, fine-tuned briefly so that greedy decoding answers the DG question with a fixed list."""
     torch = pytest.importorskip("torch")
-    from spectra_rec.probe.testing import probe_test_model, tiny_data
+    from spectra_rec.testing.tiny import probe_test_model, tiny_data
     from spectra_rec.testing.tiny import tiny_model_and_tokenizer
     from spectra_rec.text import templates as T
 
@@ -118,7 +118,7 @@ def test_cli_dg(synthetic_dir, tmp_path, capsys):
 
     from spectra_rec.cli import main
     from spectra_rec.priors.table import PriorTable
-    from spectra_rec.probe.testing import probe_test_model
+    from spectra_rec.testing.tiny import probe_test_model
 
     model, tok = probe_test_model()
     mdir = tmp_path / "model"

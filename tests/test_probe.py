@@ -24,7 +24,7 @@ from spectra_rec.probe.readouts import (  # noqa: E402
     NameReadout,
     softmax,
 )
-from spectra_rec.probe.testing import probe_test_model, tiny_data  # noqa: E402
+from spectra_rec.testing.tiny import probe_test_model, tiny_data  # noqa: E402
 from spectra_rec.text import templates as T  # noqa: E402
 from spectra_rec.text.templates import Verbalizers  # noqa: E402
 

@@ -37,7 +37,7 @@ def cluster():
 def tiny(tmp_path_factory):
     """(dataset, split, model folder, the model as loaded from it, tokenizer)."""
     from spectra_rec.align.model import load_base_model
-    from spectra_rec.probe.testing import probe_test_model, tiny_data
+    from spectra_rec.testing.tiny import probe_test_model, tiny_data
 
     ds, split = tiny_data()
     model, tok = probe_test_model()

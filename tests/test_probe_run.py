@@ -14,7 +14,7 @@ from spectra_rec.errors import ConfigError  # noqa: E402
 from spectra_rec.priors.table import PriorTable  # noqa: E402
 from spectra_rec.probe import merge_shards, probe_prior  # noqa: E402
 from spectra_rec.probe.backends.hf import HFBackend  # noqa: E402
-from spectra_rec.probe.testing import probe_test_model, tiny_data  # noqa: E402
+from spectra_rec.testing.tiny import probe_test_model, tiny_data  # noqa: E402
 from spectra_rec.text.templates import TEMPLATE_VERSION  # noqa: E402
 
 

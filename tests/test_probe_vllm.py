@@ -64,7 +64,7 @@ def served(tmp_path_factory):
 
     from spectra_rec.align.config import LORA_TARGETS
     from spectra_rec.probe.backends.vllm import VLLMBackend
-    from spectra_rec.probe.testing import probe_test_model, tiny_data
+    from spectra_rec.testing.tiny import probe_test_model, tiny_data
 
     root = tmp_path_factory.mktemp("vllm")
     ds, split = tiny_data()

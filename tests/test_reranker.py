@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from spectra_rec.probe.backends.hf import HFBackend  # noqa: E402
 from spectra_rec.probe.prompts import PromptBuilder  # noqa: E402
 from spectra_rec.probe.reranker import RerankerReadout  # noqa: E402
-from spectra_rec.probe.testing import probe_test_model, sharpen, tiny_data  # noqa: E402
+from spectra_rec.testing.tiny import probe_test_model, sharpen, tiny_data  # noqa: E402
 from spectra_rec.text import templates as T  # noqa: E402
 
 

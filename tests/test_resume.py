@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectra_rec.probe.testing import tiny_data
+from spectra_rec.testing.tiny import tiny_data
 
 REPO = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(13)
@@ -152,7 +152,7 @@ def _align_config():
 
 ALIGN_CODE = """
     from spectra_rec.align.pipeline import align
-    from spectra_rec.probe.testing import tiny_data
+    from spectra_rec.testing.tiny import tiny_data
     import tests.test_resume as t
     align(tiny_data(), t._align_config(), {runs!r})
 """
@@ -251,7 +251,7 @@ def test_probe_killed_mid_cohort_resumes_from_the_users_written(tmp_path, refere
     kw = dict(adapter=sft, progress=False)
     run_and_kill(f"""
         from spectra_rec.probe.run import spectra_prior
-        from spectra_rec.probe.testing import tiny_data
+        from spectra_rec.testing.tiny import tiny_data
         ds, split = tiny_data()
         spectra_prior(ds, split, {str(runs)!r}, "logit", adapter={str(sft)!r}, progress=False)
     """, exists("probe/.*/prior.parquet.parts/shard-*/chunk-*.parquet", runs), tmp_path, jitter=0.05)

@@ -44,7 +44,7 @@ def test_hf_backend_passes_the_kv_cache_without_the_deprecated_argument():
     import inspect
 
     from spectra_rec.probe.backends.hf import HFBackend, cache_argument
-    from spectra_rec.probe.testing import probe_test_model
+    from spectra_rec.testing.tiny import probe_test_model
 
     model, tok = probe_test_model()
     expected = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

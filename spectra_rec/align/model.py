@@ -78,7 +78,7 @@ def build_tiny_qwen3(tokenizer, cfg: ModelConfig | None = None, seed: int = 0):
 
     cfg = cfg or ModelConfig()
     config = qwen3_config(tokenizer, cfg)
-    with _seeded(seed):
+    with seeded(seed):
         model = Qwen3ForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -88,7 +88,7 @@ def build_tiny_qwen3(tokenizer, cfg: ModelConfig | None = None, seed: int = 0):
     return model.to(torch.float32)
 
 
-class _seeded:
+class seeded:
     """Fork the torch RNG, seed it, restore it on exit (library code leaves global state alone)."""
 
     def __init__(self, seed: int):

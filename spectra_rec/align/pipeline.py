@@ -311,9 +311,9 @@ def _no_items(corpus_config):
 def _peft(model, lora, seed: int):
     from peft import get_peft_model
 
-    from spectra_rec.align.model import _seeded
+    from spectra_rec.align.model import seeded
 
-    with _seeded(seed):
+    with seeded(seed):
         model = get_peft_model(model, lora.peft_config())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

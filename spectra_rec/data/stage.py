@@ -46,7 +46,7 @@ def data_stage(config: DataConfig, runs: Path = Path("runs"), fresh: bool = Fals
 
     def build(tmp: Path) -> dict:
         window = np.where(split.is_train, "train", "heldout")
-        pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "user_id": ds.user_ids[split.user],
                 "item_id": ds.item_ids[split.item],
@@ -54,7 +54,8 @@ def data_stage(config: DataConfig, runs: Path = Path("runs"), fresh: bool = Fals
                 "position": split.position(),
                 "window": window,
             }
-        ).to_parquet(tmp / "split.parquet", index=False)
+        )
+        artifacts.write_parquet(tmp / "split.parquet", frame)
         pd.DataFrame(
             {
                 "item_id": ds.item_ids,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from spectra_rec.data.cli import add_data_arguments, data_config
 from spectra_rec.errors import ConfigError
-from spectra_rec.probe.run import merge_shards, parse_shard, probe_prior
+from spectra_rec.probe.readouts import readout_class
+from spectra_rec.probe.run import merge_shards, parse_shard, probe_prior, sft_context_items
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,6 @@ def load_model(args, ds, split, allow_align: bool = True):
     return model, tokenizer, None, str(args.model), {}
 
 
-def sft_defaults(manifest: dict) -> tuple[int | None, int | None]:
-    """(history items, DG list length) the adapter was trained with, when its manifest says."""
-    from spectra_rec.probe.run import _sft_context, _sft_dg_k
-
-    return _sft_context(manifest), _sft_dg_k(manifest)
-
-
 def backend_options(args) -> dict:
     if args.backend == "hf":
         return {"batch_size": args.batch_size}
@@ -152,8 +146,13 @@ def model_spec(args, adapter):
     return ModelSpec(str(Path(args.model).resolve()), "model", args.device, args.dtype, args.threads)
 
 
-def run_probe(args, readout: str, options: dict, default_out: str, allow_align: bool = True, check=None) -> int:
-    """Load data and model, probe (sharded, resumable) into ``--out`` and print the table's path."""
+def run_probe(args, readout: str, options: dict, default_out: str, allow_align: bool = True, check=None,
+              fallbacks: dict | None = None) -> int:
+    """Load data and model, probe (sharded, resumable) into ``--out`` and print the table's path.
+
+    An option left None takes the adapter manifest's default (``Readout.manifest_defaults``),
+    else its value in ``fallbacks``.
+    """
     shard = parse_shard(args.shard)
     rc = ray_config(args)
     if args.backend == "vllm":
@@ -172,9 +171,10 @@ def run_probe(args, readout: str, options: dict, default_out: str, allow_align: 
         check(args.adapter, read_manifest(args.adapter))  # before any data or weights are loaded
     ds, split = load_data(args)
     if rc is not None:
-        return _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_align, check)
+        return _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_align, check, fallbacks)
     model, tokenizer, adapter, name, manifest = load_model(args, ds, split, allow_align)
-    max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check)
+    max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check,
+                                       fallbacks)
     table = probe_prior(
         ds, split, model, tokenizer, readout, readout_options=options, max_users=args.max_users,
         backend=args.backend, backend_options=backend_options(args), max_items=max_items, shard=shard, out=out,
@@ -189,27 +189,28 @@ def run_probe(args, readout: str, options: dict, default_out: str, allow_align: 
     return 0
 
 
-def _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check):
-    """Run ``check``; fill the history cap and DG's k from the adapter's SFT settings; (max_items, out path)."""
+def _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check, fallbacks):
+    """Run ``check``; fill the history cap and unset options from the adapter's SFT settings; (max_items, out path)."""
     if check is not None:
         check(adapter, manifest)
-    max_items, dg_k = sft_defaults(manifest)
-    if args.max_items is not None:
-        max_items = args.max_items
-    if readout == "dg" and options.get("k") is None:
-        options["k"] = dg_k or 3
+    max_items = sft_context_items(manifest) if args.max_items is None else args.max_items
+    implied = readout_class(readout).manifest_defaults(manifest)
+    for key, fallback in ({k: None for k in implied} | (fallbacks or {})).items():
+        if options.get(key) is None:
+            options[key] = implied.get(key) or fallback
     out = args.out or args.runs / "probe" / default_out.format(dataset=ds.name, readout=readout, model=Path(name).name)
     return max_items, out
 
 
-def _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_align, check) -> int:
+def _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_align, check, fallbacks) -> int:
     """``run_probe`` on a Ray actor pool: the driver loads data and manifests, never the model."""
     from spectra_rec.probe.distributed import probe_prior_ray
 
     adapter = resolve_adapter(args, ds, split, allow_align)
     manifest = read_manifest(adapter) if adapter is not None else {}
     name = str(adapter if adapter is not None else args.model)
-    max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check)
+    max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check,
+                                       fallbacks)
     probe_prior_ray(
         ds, split, model_spec(args, adapter), readout, out=out, readout_options=options, max_users=args.max_users,
         backend=args.backend, backend_options=backend_options(args), max_items=max_items,

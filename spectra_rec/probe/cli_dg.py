@@ -21,4 +21,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     options = {"k": args.k, "max_new_tokens": args.max_new_tokens}
-    return run_probe(args, "dg", options, "{dataset}-dg-{model}.parquet")
+    return run_probe(args, "dg", options, "{dataset}-dg-{model}.parquet", fallbacks={"k": 3})

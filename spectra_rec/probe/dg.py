@@ -14,6 +14,7 @@ so category names that contain a comma (Yelp's "Active Life, Sports & Recreation
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from spectra_rec.errors import ConfigError
 from spectra_rec.probe.prompts import SAMPLE_HISTORY, PromptBuilder
-from spectra_rec.probe.readouts import Readout, UserResult
+from spectra_rec.probe.readout_base import Readout, ReadoutConfig, UserResult, register_readout
 from spectra_rec.text import templates
 
 COUNTERS = ("invalid", "unknown", "duplicate", "extra", "short", "truncated", "fallback")
@@ -86,18 +87,48 @@ def dg_distribution(parsed: ParsedList, K: int) -> np.ndarray:
     return p
 
 
+def _check_count(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class DGConfig(ReadoutConfig):
+    """Options of the direct-generation baseline."""
+
+    k: int = 5
+    """List length to decode and parse (p = 1/k on a full list)."""
+    max_new_tokens: int | None = None
+    """Decode budget; None: k x (longest category name + separator) + 4 tokens."""
+
+    def __post_init__(self):
+        self._set("k", _check_count(self.k, "DG list length k"))
+        if self.max_new_tokens is not None:
+            self._set("max_new_tokens", _check_count(self.max_new_tokens, "max_new_tokens"))
+
+
+def sft_dg_k(manifest: dict) -> int | None:
+    """The DG list length an align folder's SFT was trained with (None when its manifest does not say)."""
+    sft = (manifest.get("config") or {}).get("sft") or {}
+    return int(sft["dg_k"]) if sft.get("dg_k") is not None else None
+
+
+@register_readout("dg")
 class DGReadout(Readout):
     """Greedy-decode ``k`` categories after ``dg_question(k)``; p_DG uniform on the parsed list."""
 
-    name = "dg"
+    config_cls = DGConfig
 
-    def __init__(self, k: int = 5, max_new_tokens: int | None = None):
-        if k < 1:
-            raise ConfigError(f"DG list length k must be >= 1, got {k}")
-        if max_new_tokens is not None and max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        self.k = int(k)
-        self.max_new_tokens_arg = max_new_tokens
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    @classmethod
+    def manifest_defaults(cls, manifest: dict) -> dict:
+        # Decode the list length SFT taught; probing another k reads an untrained format.
+        k = sft_dg_k(manifest)
+        return {} if k is None else {"k": k}
 
     @property
     def method(self) -> str:
@@ -113,7 +144,7 @@ class DGReadout(Readout):
         context = self.frame(SAMPLE_HISTORY)
         longest = max(len(builder.continuation(context, templates.answer(c), f"category {c!r}")) for c in cats)
         sep = len(builder.encode_suffix(templates.LIST_SEPARATOR))
-        self.max_new_tokens = self.max_new_tokens_arg or self.k * (longest + sep) + 4
+        self.max_new_tokens = self.config.max_new_tokens or self.k * (longest + sep) + 4
         self.reserve = self.max_new_tokens
         eos = builder.tokenizer.eos_token_id
         self.stop_ids = [int(eos)] if eos is not None else []
@@ -148,13 +179,13 @@ class DGReadout(Readout):
         return {
             "readout": self.name,
             "k": self.k,
-            "max_new_tokens": getattr(self, "max_new_tokens", self.max_new_tokens_arg),
+            "max_new_tokens": getattr(self, "max_new_tokens", self.config.max_new_tokens),
             "scores": "1-based rank in the decoded list (NaN: not listed)",
             "distribution": "uniform on the parsed list (1/k for a full list); uniform over all K when empty",
         }
 
-    @staticmethod
-    def summarize(extras) -> dict:
+    @classmethod
+    def summarize(cls, extras) -> dict:
         """Totals of the parse counters over users (``extras``: a DataFrame of per-user extras)."""
         out = {f"{c}_total": int(extras[c].sum()) for c in COUNTERS if c in extras}
         out |= {f"{c}_users": int((extras[c] > 0).sum()) for c in COUNTERS if c in extras}

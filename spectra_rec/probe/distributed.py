@@ -180,7 +180,7 @@ class ProbeActor:
         from spectra_rec.probe.backends import make_backend
         from spectra_rec.probe.prompts import PromptBuilder
         from spectra_rec.probe.readouts import make_readout
-        from spectra_rec.probe.run import _check_answer_ids
+        from spectra_rec.probe.shards import check_answer_ids
 
         if spec.threads:
             import torch
@@ -192,15 +192,15 @@ class ProbeActor:
         self.readout = make_readout(readout, **readout_options)
         self.builder = PromptBuilder(dataset, split, tokenizer, self.backend.max_length, max_items)
         self.readout.prepare(self.builder)
-        _check_answer_ids(self.readout, Path(spec.path) if spec.kind == "align" else None)
+        check_answer_ids(self.readout, Path(spec.path) if spec.kind == "align" else None)
 
     def __call__(self, batch: dict) -> pd.DataFrame:
-        from spectra_rec.probe.run import _rows
+        from spectra_rec.probe.shards import result_rows
 
         users = np.asarray(batch["user"], dtype=np.int64)
         ro = self.readout
         histories = [self.builder.history(int(u), ro.frame, ro.reserve) for u in users]
-        return _rows(self.dataset, histories, ro.score(self.backend, histories), list(self.dataset.categories))
+        return result_rows(self.dataset, histories, ro.score(self.backend, histories), list(self.dataset.categories))
 
 
 def _load(spec: ModelSpec, backend: str):
@@ -257,15 +257,7 @@ def probe_prior_ray(
     """
     from spectra_rec.probe.prompts import PromptBuilder
     from spectra_rec.probe.readouts import make_readout
-    from spectra_rec.probe.run import (
-        _paths,
-        _prepare_parts,
-        _read_parts,
-        _write_atomic_parquet,
-        cohort,
-        manifest_hash,
-        merge_shards,
-    )
+    from spectra_rec.probe.shards import cohort, manifest_hash, merge_shards, output_paths, prepare_parts, read_parts
     from spectra_rec.text.templates import TEMPLATE_VERSION
 
     if chunk_users < 1:
@@ -312,9 +304,9 @@ def probe_prior_ray(
         "shards": 1,
         "uses_heldout": False,
     }
-    paths = _paths(out)
-    shard_dir = _prepare_parts(paths["parts"], meta, (0, 1), fresh)
-    done = _read_parts([shard_dir])
+    paths = output_paths(out)
+    shard_dir = prepare_parts(paths["parts"], meta, (0, 1), fresh)
+    done = read_parts([shard_dir])
     todo = np.setdiff1d(all_users, done["user"].to_numpy() if len(done) else [], assume_unique=True)
     if len(done):
         log.info("ray: resuming, %d of %d users already done", len(all_users) - len(todo), len(all_users))
@@ -323,7 +315,7 @@ def probe_prior_ray(
         ray, started = connect(ray_config)
         try:
             _run_pool(ray, dataset, split, spec, backend, backend_options, readout, readout_options, max_items,
-                      todo, chunk_users, ray_config, shard_dir, actor_cls, progress, _write_atomic_parquet)
+                      todo, chunk_users, ray_config, shard_dir, actor_cls, progress)
         finally:
             if started:
                 ray.shutdown()
@@ -337,8 +329,10 @@ def probe_prior_ray(
 
 
 def _run_pool(ray, dataset, split, spec, backend, backend_options, readout, readout_options, max_items, todo,
-              chunk_users, cfg: RayConfig, shard_dir: Path, actor_cls, progress, write) -> None:
+              chunk_users, cfg: RayConfig, shard_dir: Path, actor_cls, progress) -> None:
     from tqdm.auto import tqdm
+
+    from spectra_rec.probe.shards import chunk_path
 
     # One block per chunk of users: Ray Data then hands each actor exactly the chunks a
     # single-process run scores (batch boundaries never straddle blocks here).
@@ -364,7 +358,7 @@ def _run_pool(ray, dataset, split, spec, backend, backend_options, readout, read
         # Written as it arrives: an interrupted run keeps every chunk that reached the driver.
         for start in range(0, len(frame), chunk_users):
             part = frame.iloc[start : start + chunk_users].reset_index(drop=True)
-            write(part, shard_dir / f"chunk-{int(part['user'].min()):08d}.parquet")
+            artifacts.write_parquet(chunk_path(shard_dir, part["user"].min()), part)
         bar.update(len(frame))
     bar.close()
 

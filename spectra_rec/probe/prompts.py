@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from spectra_rec.probe.backends import Prompt
+from spectra_rec.probe.backends.base import Prompt
 from spectra_rec.text import templates
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,13 @@ shared prefix, so the HF backend encodes it once per user.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
 from spectra_rec.errors import ConfigError
 from spectra_rec.probe.prompts import PromptBuilder, TokenizationError
-from spectra_rec.probe.readouts import Readout, UserResult, softmax
+from spectra_rec.probe.readout_base import Readout, ReadoutConfig, UserResult, check_positive, register_readout, softmax
 from spectra_rec.text import templates
 
 log = logging.getLogger(__name__)
@@ -41,19 +42,37 @@ def _split_template(history_text: str) -> tuple[str, str, str]:
     return shared, head[len(shared) :], tail
 
 
+@dataclass(frozen=True)
+class RerankConfig(ReadoutConfig):
+    """Options of the reranker baseline."""
+
+    normalize: str = "sum"
+    """``sum``: p = r / sum(r) of the relevance r = sigmoid(s); ``softmax``: p = softmax(s / tau)."""
+    tau: float = 1.0
+    """Temperature of ``normalize="softmax"``, > 0."""
+    yes: str = "yes"
+    """The relevant answer word."""
+    no: str = "no"
+    """The irrelevant answer word."""
+
+    def __post_init__(self):
+        if self.normalize not in ("sum", "softmax"):
+            raise ConfigError(f"normalize must be 'sum' or 'softmax', got {self.normalize!r}")
+        self._set("tau", check_positive("tau", self.tau))
+        for name in ("yes", "no"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"reranker answer {name} must be a non-empty string, got {getattr(self, name)!r}")
+
+
+@register_readout("rerank")
 class RerankerReadout(Readout):
     """Pointwise yes/no relevance per category, normalized into a distribution."""
 
-    name = "rerank"
+    config_cls = RerankConfig
 
-    def __init__(self, normalize: str = "sum", tau: float = 1.0, yes: str = "yes", no: str = "no"):
-        if normalize not in ("sum", "softmax"):
-            raise ConfigError(f"normalize must be 'sum' or 'softmax', got {normalize!r}")
-        if not tau > 0:
-            raise ConfigError(f"tau must be > 0, got {tau}")
-        self.normalize = normalize
-        self.tau = float(tau)
-        self.words = (yes, no)
+    @property
+    def words(self) -> tuple[str, str]:
+        return self.config.yes, self.config.no
 
     @property
     def method(self) -> str:
@@ -90,11 +109,11 @@ class RerankerReadout(Readout):
             pairs = [p for p in prompts for _ in (0, 1)]
             lp = backend.continuation_logprobs(pairs, self.continuations * len(prompts)).reshape(len(histories), K, 2)
         s = lp[..., 0] - lp[..., 1]
-        if self.normalize == "sum":
+        if self.config.normalize == "sum":
             r = 1.0 / (1.0 + np.exp(-s))
             p = r / r.sum(axis=1, keepdims=True)
         else:
-            p = softmax(s, self.tau)
+            p = softmax(s, self.config.tau)
         return [UserResult(p[i], s[i]) for i in range(len(histories))]
 
     def meta(self):
@@ -102,8 +121,8 @@ class RerankerReadout(Readout):
             "readout": self.name,
             "format": "Qwen3-Reranker pointwise yes/no",
             "answers": list(self.words),
-            "normalize": self.normalize,
-            "tau": self.tau,
+            "normalize": self.config.normalize,
+            "tau": self.config.tau,
             "answer_scoring": "next-token" if getattr(self, "continuations", None) is None else "sequence",
             "scores": "log-odds log p(yes) - log p(no); relevance = sigmoid(score)",
         }

@@ -14,12 +14,12 @@ complete (by whichever shard finishes last, or by :func:`merge_shards`).
 
 ``spectra_prior(data, split, runs, readout="logit")`` is what the fusion job calls: it aligns
 first when no adapter is cached (``spectra_rec.align.align``), then probes under
-``artifacts.run_stage`` caching (``runs/probe/<hash>/prior.parquet``).
+``artifacts.run_stage`` caching (``runs/probe/<hash>/prior.parquet``). Cohorts, shards, partial
+files and the merge live in ``probe.shards`` (shared with the Ray driver) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -33,103 +33,31 @@ from spectra_rec import artifacts
 from spectra_rec.errors import ConfigError
 from spectra_rec.priors.table import PriorTable
 from spectra_rec.probe.prompts import PromptBuilder
-from spectra_rec.probe.readouts import Readout, make_readout
+from spectra_rec.probe.readouts import Readout, make_readout, readout_class, readout_key
+from spectra_rec.probe.shards import (
+    check_answer_ids,
+    check_shard,
+    chunk_path,
+    cohort,
+    complete_shards,
+    manifest_hash,
+    merge_shards,
+    output_paths,
+    parse_shard,
+    prepare_parts,
+    read_parts,
+    readout_summary,
+    result_rows,
+    rows_to_table,
+    shard_users,
+)
 from spectra_rec.text.templates import TEMPLATE_VERSION
 
 log = logging.getLogger(__name__)
 
-PARTS_FORMAT = 1
-
-
-# ---- cohorts and shards -------------------------------------------------------------
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` (0-based i) -> (i, n)."""
-    try:
-        i, n = (int(x) for x in str(text).split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    check_shard((i, n))
-    return i, n
-
-
-def check_shard(shard: tuple[int, int]) -> None:
-    i, n = shard
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"shard must satisfy 0 <= i < n, got {i}/{n}")
-
-
-def cohort(split, users: Sequence[int] | None = None, max_users: int | None = None) -> np.ndarray:
-    """The users to probe (sorted): ``users`` or the split's evaluable users, the first ``max_users`` of them."""
-    u = np.asarray(split.eval_users if users is None else users, dtype=np.int64)
-    u = np.unique(u)
-    if len(u) and (u.min() < 0 or u.max() >= split.dataset.n_users):
-        raise ConfigError(f"user indices must be in [0, {split.dataset.n_users}), got {u.min()}..{u.max()}")
-    no_train = u[split.n_train[u] == 0]
-    if len(no_train):
-        raise ConfigError(f"{len(no_train)} user(s) have an empty train window, e.g. index {int(no_train[0])}")
-    if max_users is not None:
-        if max_users < 1:
-            raise ConfigError(f"max_users must be >= 1, got {max_users}")
-        u = u[:max_users]
-    return u
-
-
-def shard_users(users: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
-    """The i-th of n contiguous, near-equal slices of ``users``."""
-    check_shard(shard)
-    return np.array_split(np.asarray(users), shard[1])[shard[0]]
-
-
-# ---- metadata -----------------------------------------------------------------------------
-def manifest_hash(adapter_manifest) -> str | None:
-    """sha256 prefix of an adapter's ``manifest.json`` (a folder, a file, or a manifest dict)."""
-    if adapter_manifest is None:
-        return None
-    if isinstance(adapter_manifest, dict):
-        return artifacts.config_hash(adapter_manifest)
-    p = Path(adapter_manifest)
-    p = p / artifacts.MANIFEST if p.is_dir() else p
-    return artifacts.file_digest(p)
-
-
-def _check_answer_ids(ro: Readout, adapter_manifest) -> None:
-    """Warn when the answer tokens found in context differ from the ids the adapter was trained on."""
-    if adapter_manifest is None:
-        return
-    if isinstance(adapter_manifest, dict):
-        manifest = adapter_manifest
-    else:
-        p = Path(adapter_manifest)
-        p = p / artifacts.MANIFEST if p.is_dir() else p
-        try:
-            manifest = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            return
-    words = getattr(getattr(ro, "verbalizers", None), "all", lambda: ())()
-    pairs = [("verbalizer_ids", words)] + [("letter_ids", getattr(ro, "letters", ()))]
-    for key, ws in pairs:
-        trained = manifest.get(key) or {}
-        ids = getattr(ro, "token_ids", None) or []
-        for w, i in zip(ws, ids):
-            if w in trained and int(trained[w]) != int(i):
-                log.warning("answer word %r reads token %d but the adapter's manifest has %d (%s)", w, i, trained[w], key)
-
-
 def _model_name(model) -> str | None:
     cfg = getattr(model, "config", None)
     return getattr(cfg, "_name_or_path", None) or (type(model).__name__ if model is not None else None)
-
-
-def _paths(out: Path) -> dict[str, Path]:
-    out = Path(out)
-    if out.suffix not in (".parquet", ".csv"):
-        raise ConfigError(f"--out must end in .parquet or .csv, got {out.name!r}")
-    return {
-        "table": out,
-        "scores": out.with_name(out.stem + ".scores.parquet"),
-        "meta": out.with_name(out.stem + ".probe.json"),
-        "parts": out.with_name(out.name + ".parts"),
-    }
 
 
 # ---- the probe loop ---------------------------------------------------------------------------
@@ -174,7 +102,7 @@ def probe_prior(
     be = make_backend(backend, model, tokenizer, **(backend_options or {})) if isinstance(backend, str) else backend
     builder = PromptBuilder(dataset, split, tokenizer, be.max_length, max_items)
     ro.prepare(builder)
-    _check_answer_ids(ro, adapter_manifest)
+    check_answer_ids(ro, adapter_manifest)
     all_users = cohort(split, users, max_users)
     mine = shard_users(all_users, shard)
     cats = list(dataset.categories)
@@ -193,12 +121,12 @@ def probe_prior(
         "shards": shard[1],
         "uses_heldout": False,
     }
-    paths = _paths(out) if out is not None else None
+    paths = output_paths(out) if out is not None else None
     done = pd.DataFrame()
     shard_dir = None
     if paths is not None:
-        shard_dir = _prepare_parts(paths["parts"], meta, shard, fresh)
-        done = _read_parts([shard_dir])
+        shard_dir = prepare_parts(paths["parts"], meta, shard, fresh)
+        done = read_parts([shard_dir])
     todo = np.setdiff1d(mine, done["user"].to_numpy() if len(done) else [], assume_unique=True)
     if len(done):
         log.info("shard %d/%d: resuming, %d of %d users already done", shard[0], shard[1], len(mine) - len(todo), len(mine))
@@ -210,9 +138,9 @@ def probe_prior(
         chunk = todo[start : start + chunk_users]
         histories = [builder.history(int(u), ro.frame, ro.reserve) for u in chunk]
         results = ro.score(be, histories)
-        frame = _rows(dataset, histories, results, cats)
+        frame = result_rows(dataset, histories, results, cats)
         if shard_dir is not None:
-            _write_atomic_parquet(frame, shard_dir / f"chunk-{int(chunk[0]):08d}.parquet")
+            artifacts.write_parquet(chunk_path(shard_dir, chunk[0]), frame)
         frames.append(frame)
         new_frames.append(frame)
         bar.update(len(chunk))
@@ -227,14 +155,14 @@ def probe_prior(
         log.info("shard %d/%d: %d users in %.1fs (%.2f users/s)", shard[0], shard[1], len(todo), seconds, len(todo) / seconds)
     if shard_dir is not None:
         artifacts.write_json(shard_dir / "DONE", {"users": int(len(mine)), "seconds": round(seconds, 3)})
-        complete = _complete_shards(paths["parts"], shard[1])
+        complete = complete_shards(paths["parts"], shard[1])
         if len(complete) == shard[1]:
             return merge_shards(out)
         log.info("shard %d/%d complete; %d of %d shards done; merge with merge_shards(%s) when all are",
                  shard[0], shard[1], len(complete), shard[1], out)
-    frame = pd.concat(frames, ignore_index=True) if frames else _rows(dataset, [], [], cats)
+    frame = pd.concat(frames, ignore_index=True) if frames else result_rows(dataset, [], [], cats)
     frame = frame.set_index("user").loc[mine].reset_index()
-    table, _ = _table(frame, cats, meta | _summary(ro, frame, seconds))
+    table, _ = rows_to_table(frame, cats, meta | _summary(ro, frame, seconds))
     return table
 
 
@@ -244,34 +172,6 @@ def _tqdm(**kw):
     return tqdm(**kw)
 
 
-def _rows(dataset, histories, results, cats) -> pd.DataFrame:
-    users = np.array([h.user for h in histories], dtype=np.int64)
-    data = {
-        "user": users,
-        "user_id": dataset.user_ids[users].astype(str) if len(users) else np.array([], dtype=str),
-        "n_items": np.array([h.n_items for h in histories], dtype=np.int64),
-        "dropped": np.array([h.dropped for h in histories], dtype=np.int64),
-        "prefix_tokens": np.array([len(h.ids) for h in histories], dtype=np.int64),
-    }
-    probs = np.array([r.probs for r in results], dtype=np.float64).reshape(len(results), len(cats))
-    scores = np.array([r.scores for r in results], dtype=np.float64).reshape(len(results), len(cats))
-    for j, c in enumerate(cats):
-        data[f"p:{c}"] = probs[:, j]
-    for j, c in enumerate(cats):
-        data[f"s:{c}"] = scores[:, j]
-    keys = list(dict.fromkeys(k for r in results for k in r.extra))
-    for k in keys:
-        data[f"x:{k}"] = [r.extra.get(k) for r in results]
-    return pd.DataFrame(data)
-
-
-def _table(frame: pd.DataFrame, cats, meta) -> tuple[PriorTable, pd.DataFrame]:
-    probs = frame[[f"p:{c}" for c in cats]].to_numpy(np.float64)
-    table = PriorTable(frame["user_id"].to_numpy(object), tuple(cats), probs, meta)
-    raw = frame.drop(columns=[f"p:{c}" for c in cats])
-    return table, raw
-
-
 def _summary(ro: Readout, frame: pd.DataFrame, seconds: float) -> dict:
     out = {
         "users_with_dropped_items": int((frame["dropped"] > 0).sum()) if len(frame) else 0,
@@ -279,103 +179,10 @@ def _summary(ro: Readout, frame: pd.DataFrame, seconds: float) -> dict:
         "mean_prefix_tokens": float(frame["prefix_tokens"].mean()) if len(frame) else None,
         "seconds_this_run": round(seconds, 3),
     }
-    summarize = getattr(ro, "summarize", None)
-    if summarize is not None and len(frame):
-        extras = frame[[c for c in frame.columns if c.startswith("x:")]].rename(columns=lambda c: c[2:])
-        out["readout_summary"] = summarize(extras)
+    summary = readout_summary(ro, frame) if len(frame) else None
+    if summary is not None:
+        out["readout_summary"] = summary
     return out
-
-
-# ---- partial files ------------------------------------------------------------------------------
-def _fingerprint(meta: dict) -> dict:
-    keep = {k: v for k, v in meta.items() if k not in ("backend",)}
-    keep["backend"] = {k: v for k, v in meta["backend"].items() if k in ("backend",)}
-    return {"format": PARTS_FORMAT, "meta": keep}
-
-
-def _prepare_parts(parts: Path, meta: dict, shard: tuple[int, int], fresh: bool) -> Path:
-    parts.mkdir(parents=True, exist_ok=True)
-    cfg_path = parts / "config.json"
-    fp = json.loads(json.dumps(_fingerprint(meta), default=artifacts._json_default))
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != fp:
-            if not fresh:
-                diff = sorted(k for k in set(old["meta"]) | set(fp["meta"]) if old["meta"].get(k) != fp["meta"].get(k))
-                raise ConfigError(
-                    f"{parts} holds partial results of a different probe configuration (differs in {diff}); "
-                    "pass fresh=True (--fresh) to discard them, or choose another --out"
-                )
-    shard_dir = parts / f"shard-{shard[0]:04d}-of-{shard[1]:04d}"
-    if fresh and shard_dir.exists():
-        for p in shard_dir.iterdir():
-            p.unlink()
-    if fresh or not cfg_path.exists():
-        artifacts.write_json(cfg_path, fp)
-    shard_dir.mkdir(exist_ok=True)
-    (shard_dir / "DONE").unlink(missing_ok=True)
-    return shard_dir
-
-
-def _write_atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def _read_parts(dirs) -> pd.DataFrame:
-    files = sorted(p for d in dirs for p in Path(d).glob("chunk-*.parquet"))
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
-
-
-def _complete_shards(parts: Path, n: int) -> list[Path]:
-    return [d for i in range(n) if ((d := parts / f"shard-{i:04d}-of-{n:04d}") / "DONE").exists()]
-
-
-def merge_shards(out: str | Path) -> PriorTable:
-    """Merge the complete shards of ``out``'s partial files into the prior table, raw scores and metadata."""
-    paths = _paths(out)
-    cfg_path = paths["parts"] / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{paths['parts']}: no partial results to merge (config.json missing)")
-    meta = json.loads(cfg_path.read_text())["meta"]
-    n = int(meta["shards"])
-    complete = _complete_shards(paths["parts"], n)
-    if len(complete) != n:
-        missing = sorted(set(range(n)) - {int(d.name.split("-")[1]) for d in complete})
-        raise ConfigError(f"{paths['parts']}: cannot merge, shard(s) {missing} of {n} are not complete")
-    frame = _read_parts(complete)
-    dup = frame["user"].duplicated()
-    if dup.any():
-        raise ConfigError(f"{paths['parts']}: user(s) {frame.loc[dup, 'user_id'].head(5).tolist()} appear twice")
-    if len(frame) != meta["cohort_users"]:
-        raise ConfigError(f"{paths['parts']}: {len(frame)} users written, expected {meta['cohort_users']}")
-    frame = frame.sort_values("user", kind="stable").reset_index(drop=True)
-    cats = [c[2:] for c in frame.columns if c.startswith("p:")]
-    seconds = sum(json.loads((d / "DONE").read_text()).get("seconds", 0.0) for d in complete)
-    info = {
-        "users_with_dropped_items": int((frame["dropped"] > 0).sum()),
-        "items_dropped_total": int(frame["dropped"].sum()),
-        "mean_prefix_tokens": float(frame["prefix_tokens"].mean()),
-    }
-    if meta.get("readout") == "dg":
-        from spectra_rec.probe.dg import DGReadout
-
-        extras = frame[[c for c in frame.columns if c.startswith("x:")]].rename(columns=lambda c: c[2:])
-        info["readout_summary"] = DGReadout.summarize(extras)
-    table, raw = _table(frame, cats, meta | info)
-    table.save(paths["table"])
-    _write_atomic_parquet(raw, paths["scores"])
-    files = {k: v.name for k, v in paths.items()}  # siblings of the table (names survive a folder rename)
-    # Timing goes to the sidecar only: the table itself is byte-identical for the same inputs and seed.
-    artifacts.write_json(paths["meta"], table.meta | {"categories": cats, "files": files,
-                                                      "seconds_total_last_runs": round(seconds, 3)})
-    log.info("wrote %s (%d users x %d categories), raw scores %s", paths["table"], len(frame), len(cats), paths["scores"])
-    return PriorTable.load(paths["table"]) if paths["table"].suffix == ".parquet" else table
 
 
 # ---- the cached SPECTRA prior (fusion entry point) ------------------------------------------
@@ -405,8 +212,8 @@ def spectra_prior(
 
     ``data``: a ``DataConfig``, a dataset name/directory, a ``Dataset`` (with ``split``) or a
     ``(Dataset, Split)`` pair. ``adapter``: an align folder to use instead of aligning.
-    ``max_items`` defaults to the adapter's SFT context size; the DG readout's ``k`` to its
-    SFT list length. ``fresh`` recomputes the probe stage only (a cached adapter is reused;
+    ``max_items`` defaults to the adapter's SFT context size, and options not given to what the
+    manifest implies for the readout (``Readout.manifest_defaults``: DG's ``k``, its SFT list length). ``fresh`` recomputes the probe stage only (a cached adapter is reused;
     pass ``adapter=`` or run ``spectra-rec align --fresh`` to retrain). ``ray_config``
     (a :class:`spectra_rec.probe.distributed.RayConfig`) probes on a Ray actor pool instead of
     this process: the same table, so not part of the cache key. Stage folder:
@@ -423,9 +230,9 @@ def spectra_prior(
 
     manifest = read_align_manifest(adapter)
     options = dict(readout_options or {})
-    max_items = max_items if max_items is not None else _sft_context(manifest)
-    if readout == "dg" and "k" not in options and _sft_dg_k(manifest) is not None:
-        options["k"] = _sft_dg_k(manifest)
+    max_items = max_items if max_items is not None else sft_context_items(manifest)
+    for key, value in readout_class(readout).manifest_defaults(manifest).items():
+        options.setdefault(key, value)
     all_users = cohort(split, users, max_users)
     config = probe_stage_config(ds, split, adapter, readout, options, all_users, max_items, backend,
                                 backend_options, device, dtype)
@@ -486,7 +293,7 @@ def probe_stage_config(ds, split, adapter: Path, readout: str, options: dict, us
     dev = str(device or default_device())
     return {
         "readout": readout,
-        "readout_options": _jsonable(_with_defaults(readout, options)),
+        "readout_options": readout_key(readout, options),
         "adapter": str(Path(adapter).resolve()),
         "adapter_manifest_hash": manifest_hash(adapter),
         "data": _data_identity(ds, split),
@@ -509,36 +316,6 @@ def _dtype_name(dtype, device: str) -> str:
 
 _SPEED_OPTIONS = ("batch_size", "workers", "num_workers", "runs", "cache_dir")
 """Backend options that change speed or where caches live, not scores: left out of the cache key."""
-
-
-def _with_defaults(readout: str, options: dict) -> dict:
-    """The readout's constructor arguments with defaults filled in, so explicit defaults share the cache."""
-    import inspect
-
-    from spectra_rec.probe.readouts import READOUTS
-
-    if readout == "dg":
-        from spectra_rec.probe.dg import DGReadout as cls
-    elif readout == "rerank":
-        from spectra_rec.probe.reranker import RerankerReadout as cls
-    else:
-        cls = READOUTS[readout]
-    bound = inspect.signature(cls.__init__).bind_partial(None, **options)
-    bound.apply_defaults()
-    return {k: v for k, v in list(bound.arguments.items())[1:]}
-
-
-def _jsonable(obj):
-    """Readout options as plain JSON values (dataclasses such as Verbalizers become dicts), for hashing."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def _resolve_data(data, split, runs: Path):
@@ -564,7 +341,8 @@ def _data_identity(ds, split) -> dict:
             "category_field": ds.category_field, "categories": list(ds.categories)}
 
 
-def _sft_context(manifest: dict) -> int | None:
+def sft_context_items(manifest: dict) -> int | None:
+    """The history length (items) an align folder's SFT was trained with (None when its manifest does not say)."""
     ctx = manifest.get("context") or {}
     if ctx.get("max_items") is not None:
         return int(ctx["max_items"])
@@ -572,9 +350,7 @@ def _sft_context(manifest: dict) -> int | None:
     return int(sft["context_items"]) if sft.get("context_items") is not None else None
 
 
-def _sft_dg_k(manifest: dict) -> int | None:
-    sft = (manifest.get("config") or {}).get("sft") or {}
-    return int(sft["dg_k"]) if sft.get("dg_k") is not None else None
-
-
-__all__ = ["cohort", "merge_shards", "parse_shard", "probe_prior", "shard_users", "spectra_prior"]
+__all__ = [
+    "check_shard", "cohort", "merge_shards", "parse_shard", "probe_prior", "probe_stage_config", "sft_context_items",
+    "shard_users", "spectra_prior",
+]

@@ -1,2 +1,3 @@
-"""Test helpers shipped with the package: tiny random models and tokenizers for fast, real (unmocked) tests, and
-contract test mixins (``fusion.FusionRuleTests``) that a new component's tests subclass."""
+"""Test helpers shipped with the package: tiny random models and tokenizers for fast, real (unmocked) tests
+(``tiny``: the tiny Qwen3, the sharpened probe test model, the tiny dataset), and contract test mixins
+(``fusion.FusionRuleTests``, ``readouts.ReadoutTests``) that a new component's tests subclass."""

@@ -16,41 +16,8 @@ Backends are registered by name; heavy libraries are imported only when one is b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence
-
-import numpy as np
-
 from spectra_rec.errors import ConfigError
-
-
-@dataclass(frozen=True, eq=False)
-class Prompt:
-    """Token ids of one query: ``prefix`` (shared across a user's queries) + ``suffix``."""
-
-    prefix: tuple[int, ...]
-    suffix: tuple[int, ...] = ()
-
-    def ids(self) -> tuple[int, ...]:
-        return self.prefix + self.suffix
-
-
-class Backend(Protocol):
-    name: str
-    max_length: int
-    """Longest sequence (prompt + continuation) the model accepts, in tokens."""
-
-    def next_token_logprobs(self, prompts: Sequence[Prompt], token_ids: Sequence[int]) -> np.ndarray: ...
-
-    def continuation_logprobs(
-        self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[int]]
-    ) -> np.ndarray: ...
-
-    def generate(
-        self, prompts: Sequence[Prompt], max_new_tokens: int, stop_ids: Sequence[int] = ()
-    ) -> list[list[int]]: ...
-
-    def describe(self) -> dict: ...
+from spectra_rec.probe.backends.base import Backend, Prompt
 
 
 def _hf(model, tokenizer, **options):

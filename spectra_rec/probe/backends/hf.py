@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from spectra_rec.errors import ConfigError
-from spectra_rec.probe.backends import Prompt
+from spectra_rec.probe.backends.base import Prompt
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from spectra_rec.errors import ConfigError
-from spectra_rec.probe.backends import Prompt
+from spectra_rec.probe.backends.base import Prompt
 
 log = logging.getLogger(__name__)
 
