@@ -27,6 +27,7 @@ from spectra_rec.evaluate.config import BUCKETS, EvalConfig, EvalResult, method_
 from spectra_rec.evaluate.metrics_table import COHORT_METRICS, USER_METRICS, MetricContext
 from spectra_rec.metrics import calibration
 from spectra_rec.metrics._validate import as_distributions
+from spectra_rec.priors.registry import SpectraOptions, is_table_spec, resolve_prior
 
 
 def coarsen(categories, merge_map) -> tuple[list[str], np.ndarray]:
@@ -180,8 +181,6 @@ def load_priors(split, specs, data_config=None, spectra=None) -> dict:
     ``data_config`` and ``spectra`` (a :class:`~spectra_rec.priors.registry.SpectraOptions`) apply to
     SPECTRA priors only.
     """
-    from spectra_rec.priors.registry import SpectraOptions, is_table_spec, resolve_prior
-
     spectra = spectra or SpectraOptions()
     out: dict = {}
     for spec in specs:
