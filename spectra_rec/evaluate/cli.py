@@ -18,8 +18,6 @@ from spectra_rec.evaluate.config import EvalConfig
 from spectra_rec.evaluate.run import evaluate, load_priors
 from spectra_rec.priors.registry import SPECTRA_PRIORS, SpectraOptions
 
-log = logging.getLogger(__name__)
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = EvalConfig()
