@@ -72,6 +72,7 @@ def test_resolver_and_evaluate_import_neither_fusion_nor_recbole_nor_torch():
     assert out.strip() == "[]"
 
 
+@pytest.mark.filterwarnings("ignore:quartile_reduction:spectra_rec.errors.DataWarning")  # 14 users: empty quartiles
 def test_evaluate_priors_spectra_probes_once_into_the_shared_cached_stage(tmp_path):
     """Real tiny alignment and probe: evaluate --priors spectra writes the probe stage the resolver (and so the
     main job) reads back."""
@@ -97,7 +98,8 @@ def test_evaluate_priors_spectra_probes_once_into_the_shared_cached_stage(tmp_pa
     sft = align((ds, split), cfg, runs)
     out = tmp_path / "report"
     rc = main(["evaluate", "--dataset", str(d), "--priors", "spectra", "uhf", "--adapter", str(sft), "--tau", "1",
-               "--cohort", "all", "--n-boot", "20", "--no-figures", "--runs", str(runs), "--out", str(out)])
+               "--cohort", "all", "--activity-strata", "0", "--n-boot", "20", "--no-figures", "--runs", str(runs),
+               "--out", str(out)])
     assert rc == 0
     probes = [p for p in (runs / "probe").iterdir() if not p.name.startswith(".")]
     assert len(probes) == 1
