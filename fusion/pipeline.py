@@ -21,7 +21,8 @@ from spectra_rec.data.dataset import Dataset
 from spectra_rec.data.split import Split
 from spectra_rec.data.stage import DataConfig, data_stage
 from spectra_rec.errors import ConfigError
-from spectra_rec.priors.history import HISTORY_PRIORS, history_prior, is_history_spec
+from spectra_rec.priors import registry
+from spectra_rec.priors.registry import SPECTRA_PRIORS  # noqa: F401  (run_fusion.py reads it from here)
 from spectra_rec.priors.table import PriorTable
 
 log = logging.getLogger(__name__)
@@ -150,33 +151,15 @@ class FusionConfig:
         return self.out or self.runs / "fusion" / f"{dataset_name}-{self.model}-{self.prior_label()}"
 
 
-SPECTRA_PRIORS = {"spectra": "logit", "spectra-name": "name", "spectra-choice": "choice", "spectra-hier": "hier"}
-"""SPECTRA readouts usable as priors (align on the first use, then cached)."""
-
-
 def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, fresh: bool = False,
                   backend: str = "hf", ray_config=None) -> PriorTable:
     """A history prior by name, the SPECTRA prior (aligned and probed, cached), or a table file.
 
     ``backend`` and ``ray_config`` (probe on a Ray actor pool) apply to the SPECTRA priors only.
     """
-    if is_history_spec(spec):
-        return history_prior(split, spec)
-    if spec in SPECTRA_PRIORS:
-        try:
-            from spectra_rec.probe.run import spectra_prior
-        except ImportError as exc:
-            raise ConfigError(f"--prior {spec} needs the probing stage, which failed to import: {exc}") from exc
-        options = {"runs": runs} if backend == "vllm" else {}
-        return spectra_prior(data_config, split, runs=runs, readout=SPECTRA_PRIORS[spec], fresh=fresh,
-                             backend=backend, backend_options=options, ray_config=ray_config)
-    path = Path(spec)
-    if path.suffix in (".parquet", ".csv"):
-        return PriorTable.load(path, categories=split.dataset.categories)  # columns named before row sums
-    raise ConfigError(
-        f"--prior {spec!r} is neither a prior name ({sorted(HISTORY_PRIORS) + sorted(SPECTRA_PRIORS)}) "
-        "nor a .parquet/.csv prior table"
-    )
+    return registry.resolve_prior(spec, split, flag="--prior", data_config=data_config,
+                                  spectra=registry.SpectraOptions(runs=runs, fresh=fresh, backend=backend,
+                                                                  ray_config=ray_config))
 
 
 def cohorts(split: Split, config: FusionConfig) -> tuple[np.ndarray, np.ndarray]:

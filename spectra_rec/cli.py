@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     "probe": ("spectra_rec.probe.cli", "read per-user category distributions out of the aligned LM"),
     "dg": ("spectra_rec.probe.cli_dg", "direct-generation baseline (uniform on the decoded top-k)"),
     "rerank": ("spectra_rec.probe.cli_rerank", "Qwen3-Reranker-style pointwise baseline"),
-    "evaluate": ("spectra_rec.evaluate", "category-level metrics and report for prior tables"),
+    "evaluate": ("spectra_rec.evaluate.cli", "category-level metrics and report for prior tables"),
 }
 
 

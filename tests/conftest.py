@@ -22,6 +22,7 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempd
 
 from spectra_rec.data import load_dataset, split_dataset
 from spectra_rec.data.synthetic import SyntheticConfig, make_synthetic
+from spectra_rec.testing.data import perturb_heldout
 
 SMALL_SYNTHETIC = SyntheticConfig(n_users=200, n_items=400, n_l1=3, n_l2=4, mean_interactions=30, seed=0)
 """200 users x 400 items, K = 12: big enough for every code path, small enough to be instant."""
@@ -135,38 +136,6 @@ def toy(toy_dir):
 @pytest.fixture
 def toy_split(toy):
     return split_dataset(toy)
-
-
-def perturb_heldout(split, out_dir: Path, seed: int = 1) -> Path:
-    """A copy of ``split``'s dataset in which every held-out interaction points to a different item.
-
-    Times are kept (so every user's split point is unchanged: synthetic timestamps are strictly
-    increasing per user) and the rows are shuffled (file order must not matter). Anything built
-    from the train side must come out identical on the copy.
-    """
-    import shutil
-
-    import numpy as np
-
-    ds = split.dataset
-    rng = np.random.default_rng(seed)
-    item = split.item.copy()
-    held = ~split.is_train
-    item[held] = (item[held] + rng.integers(1, ds.n_items, size=int(held.sum()))) % ds.n_items
-    order = rng.permutation(len(item))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True)
-    lines = (
-        f"{ds.user_ids[u]}\t{ds.item_ids[i]}\t{t:.0f}\n"
-        for u, i, t in zip(split.user[order], item[order], split.time[order])
-    )
-    with (out_dir / f"{ds.name}.inter").open("w") as f:
-        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
-        f.writelines(lines)
-    for p in Path(ds.source).glob(f"{ds.name}.*"):
-        if p.suffix != ".inter":
-            shutil.copy(p, out_dir / p.name)
-    return out_dir
 
 
 @pytest.fixture(scope="session")

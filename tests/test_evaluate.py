@@ -186,7 +186,8 @@ def test_load_priors_resolves_names_files_and_labels(synth, tmp_path):
     assert pri["uhf@5"].meta["context_window"] == 5
     with pytest.raises(ConfigError, match="only .* take a context window"):
         load_priors(split, ["markov@5"])
-    with pytest.raises(ConfigError, match=r"neither a history prior \(\['markov'"):
+    with pytest.raises(ConfigError, match=r"--priors 'nonsense' is neither a prior name \(history priors \['markov'.*"
+                                          r"SPECTRA readouts \['spectra'"):
         load_priors(split, ["nonsense"])
     with pytest.raises(ConfigError, match="two priors named 'uhf'"):
         load_priors(split, ["uhf", "uhf"])
@@ -220,7 +221,9 @@ def test_cli_writes_the_full_report(synth, tmp_path, capsys):
     "extra, match",
     [
         (["--k", "0"], "--k: expected integers >= 1"),
-        (["--priors", "bogus"], "neither a history prior"),
+        (["--priors", "bogus"], "--priors 'bogus' is neither a prior name"),
+        (["--priors", "markov@5"], "--priors: prior 'markov@5': only"),
+        (["--tau", "0.5"], "--tau applies to --priors spectra"),
         (["--baseline", "dg"], "baseline 'dg' is not among"),
     ],
 )

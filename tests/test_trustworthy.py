@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from spectra_rec.data import load_dataset, split_dataset
+from spectra_rec.data.stage import data_identity
 from spectra_rec.data.synthetic import SyntheticConfig, make_synthetic
 from spectra_rec.errors import ConfigError, DataError, PriorTableError
 from spectra_rec.priors.history import history_prior
@@ -169,7 +170,7 @@ def test_probe_key_covers_taxonomy_adapter_device_dtype_template_and_ignores_bat
     t1.write_text(json.dumps(tax))
     t2.write_text(json.dumps({l1: list(reversed(kids)) for l1, kids in tax.items()}))  # same names, new order
     d1, d2 = load_dataset(root, taxonomy=t1), load_dataset(root, taxonomy=t2)
-    assert run._data_identity(d1, split_dataset(d1)) != run._data_identity(d2, split_dataset(d2))
+    assert data_identity(d1, split_dataset(d1)) != data_identity(d2, split_dataset(d2))
     a, b = _adapter(tmp_path, "a", {"kind": "sft", "n": 1}), _adapter(tmp_path, "b", {"kind": "sft", "n": 2})
     users = run.cohort(split)
 

@@ -37,6 +37,14 @@ class DataConfig:
     """An L1 -> [L2, ...] JSON file over the categories (default: ``<name>.taxonomy.json`` when present)."""
 
 
+def data_identity(ds: Dataset, split: Split) -> dict:
+    """What makes two splits the same data: every input file's digest (an outside ``--taxonomy`` included),
+    the split ratio, the category field and the category order (two taxonomies can order the same names
+    differently)."""
+    return {"name": ds.name, "files": ds.input_digests(), "split_ratio": split.ratio,
+            "category_field": ds.category_field, "categories": list(ds.categories)}
+
+
 def data_stage(config: DataConfig, runs: Path = Path("runs"), fresh: bool = False) -> tuple[Dataset, Split, Path]:
     """Load and split ``config.dataset``; write (or reuse) its artifacts; return dataset, split, folder."""
     ds = load_dataset(config.dataset, category_field=config.category_field, taxonomy=config.taxonomy)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from spectra_rec import artifacts
+from spectra_rec.data.stage import data_identity
 from spectra_rec.errors import ConfigError
 from spectra_rec.priors.table import PriorTable
 from spectra_rec.probe.prompts import PromptBuilder
@@ -296,7 +297,7 @@ def probe_stage_config(ds, split, adapter: Path, readout: str, options: dict, us
         "readout_options": readout_key(readout, options),
         "adapter": str(Path(adapter).resolve()),
         "adapter_manifest_hash": manifest_hash(adapter),
-        "data": _data_identity(ds, split),
+        "data": data_identity(ds, split),
         "users": artifacts.config_hash({"users": np.asarray(users).tolist()}),
         "max_items": max_items,
         "backend": backend,
@@ -332,13 +333,6 @@ def _resolve_data(data, split, runs: Path):
 
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     return ds, split_dataset(ds)
-
-
-def _data_identity(ds, split) -> dict:
-    # input_digests covers a --taxonomy file outside the dataset folder; the category order is
-    # part of the identity too (two taxonomies can hold the same names in another order).
-    return {"name": ds.name, "files": ds.input_digests(), "split_ratio": split.ratio,
-            "category_field": ds.category_field, "categories": list(ds.categories)}
 
 
 def sft_context_items(manifest: dict) -> int | None:

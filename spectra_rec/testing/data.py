@@ -47,3 +47,33 @@ def leak_dataset(root: Path, n_users: int = 8):
         + "".join(f"u{u}\t{20 + u}\tF\twriter\n" for u in range(n_users))
     )
     return load_dataset(root)
+
+
+def perturb_heldout(split, out_dir: Path, seed: int = 1) -> Path:
+    """A copy of ``split``'s dataset in which every held-out interaction points to a different item.
+
+    Times are kept (so every user's split point is unchanged: synthetic timestamps are strictly
+    increasing per user) and the rows are shuffled (file order must not matter). Anything built
+    from the train side must come out identical on the copy.
+    """
+    import shutil
+
+    ds = split.dataset
+    rng = np.random.default_rng(seed)
+    item = split.item.copy()
+    held = ~split.is_train
+    item[held] = (item[held] + rng.integers(1, ds.n_items, size=int(held.sum()))) % ds.n_items
+    order = rng.permutation(len(item))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True)
+    lines = (
+        f"{ds.user_ids[u]}\t{ds.item_ids[i]}\t{t:.0f}\n"
+        for u, i, t in zip(split.user[order], item[order], split.time[order])
+    )
+    with (out_dir / f"{ds.name}.inter").open("w") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        f.writelines(lines)
+    for p in Path(ds.source).glob(f"{ds.name}.*"):
+        if p.suffix != ".inter":
+            shutil.copy(p, out_dir / p.name)
+    return out_dir
