@@ -13,8 +13,8 @@ import logging
 
 from spectra_rec.errors import ConfigError
 from spectra_rec.probe.cli_common import add_common, backend_options, ray_config, run_probe, set_threads
-from spectra_rec.probe.readouts import L2_PROMPTS, PROBE_READOUTS
-from spectra_rec.probe.temperature import AUTO_TAU_READOUTS, parse_tau
+from spectra_rec.probe.readouts import AUTO_TAU_READOUTS, L2_PROMPTS, PROBE_READOUTS, readout_class
+from spectra_rec.probe.temperature import parse_tau
 from spectra_rec.text.templates import Verbalizers
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,9 @@ def parse_verbalizers(text: str) -> Verbalizers:
 
 
 def readout_options(args) -> dict:
-    verb = parse_verbalizers(args.verbalizers)
-    if args.readout == "logit":
-        return {"verbalizers": verb, "tau": args.tau}
-    if args.readout == "name":
-        return {"tau": args.tau}
-    if args.readout == "choice":
-        return {"tau": args.tau} | ({"anchor": args.anchor} if args.anchor else {})
-    # the taxonomy is the dataset's (--taxonomy is a dataset flag: SFT and the probe must agree on it)
-    return {"branches": args.branches, "tau": args.tau, "tau_l2": args.tau_l2,
-            "verbalizers": verb, "unexpanded": args.unexpanded, "l2_prompt": args.l2_prompt}
+    """The chosen readout's options from the flags named like its config's fields."""
+    flags = vars(args) | {"verbalizers": parse_verbalizers(args.verbalizers)}
+    return readout_class(args.readout).cli_options(flags)
 
 
 def run(args) -> int:

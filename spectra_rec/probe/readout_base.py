@@ -180,6 +180,12 @@ class Readout:
     config_cls: type[ReadoutConfig] = ReadoutConfig
     reserve = 0
     """Tokens the readout appends after the history prefix (longest suffix + continuation)."""
+    spectra = False
+    """A SPECTRA readout (``spectra-rec probe --readout``, ``spectra-<name>`` priors); False: a baseline."""
+    fits_tau = False
+    """Its distribution is softmax(s / tau) of one score vector, so ``--tau auto`` can fit tau."""
+    cli_exclude: tuple[str, ...] = ()
+    """Config fields that no ``spectra-rec probe`` flag sets (a flag of the same name means something else)."""
 
     def __init__(self, *args, config: ReadoutConfig | None = None, **options):
         if config is None:
@@ -200,6 +206,12 @@ class Readout:
             given = unknown or [f"{len(args)} positional arguments"]
             raise ConfigError(f"{cls.name} readout: unknown option(s) {given}; its options are {names}")
         return cls.config_cls(*args, **options)
+
+    @classmethod
+    def cli_options(cls, flags: dict) -> dict:
+        """Options from parsed flags named like the config's fields (``--tau-l2`` sets ``tau_l2``); unset flags are left out."""
+        return {f.name: flags[f.name] for f in dataclasses.fields(cls.config_cls)
+                if f.name not in cls.cli_exclude and flags.get(f.name) is not None}
 
     @classmethod
     def manifest_defaults(cls, manifest: dict) -> dict:

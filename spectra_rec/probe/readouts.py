@@ -78,6 +78,9 @@ class LogitConfig(ReadoutConfig):
 class LogitReadout(Readout):
     """Likelihood (yes/no) probe: one prompt per category on a shared history prefix."""
 
+    spectra = True
+    fits_tau = True
+
     config_cls = LogitConfig
 
     def prepare(self, builder: PromptBuilder) -> None:
@@ -116,6 +119,9 @@ class NameConfig(ReadoutConfig):
 @register_readout("name")
 class NameReadout(Readout):
     """Category-name likelihood: s(c) = sum of log-probs of the tokens of " c" after ``name_question()``."""
+
+    spectra = True
+    fits_tau = True
 
     config_cls = NameConfig
 
@@ -179,6 +185,9 @@ class ChoiceReadout(Readout):
     p = softmax(s / tau). With K <= len(letters) this is the single-prompt readout up to a
     constant shift of s, which the softmax ignores.
     """
+
+    spectra = True
+    fits_tau = True
 
     config_cls = ChoiceConfig
 
@@ -297,6 +306,9 @@ class HierarchicalReadout(Readout):
     that flat distribution exactly when every branch is expanded.
     """
 
+    spectra = True
+    cli_exclude = ("taxonomy",)  # --taxonomy is the dataset's file: SFT and the probe share it
+
     config_cls = HierConfig
 
     @property
@@ -402,8 +414,10 @@ class HierarchicalReadout(Readout):
         }
 
 
-PROBE_READOUTS = ("logit", "name", "choice", "hier")
-"""The SPECTRA readouts (``spectra-rec probe --readout``); ``dg`` and ``rerank`` are the baselines."""
+PROBE_READOUTS = tuple(name for name, cls in READOUTS.items() if cls.spectra)
+"""The SPECTRA readouts (``spectra-rec probe --readout``), in registration order; ``dg`` and ``rerank`` are the baselines."""
+AUTO_TAU_READOUTS = tuple(name for name, cls in READOUTS.items() if cls.fits_tau)
+"""Readouts whose distribution is softmax(s / tau) of one score vector (``--tau auto``; hier has two temperatures)."""
 
 
 def make_readout(name: str | Readout, **options) -> Readout:
@@ -429,6 +443,7 @@ def readout_key(name: str, options: dict) -> dict:
 
 __all__ = [
     "L2_PROMPTS",
+    "AUTO_TAU_READOUTS",
     "PROBE_READOUTS",
     "READOUTS",
     "ChoiceConfig",

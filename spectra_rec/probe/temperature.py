@@ -15,9 +15,7 @@ import math
 import numpy as np
 
 from spectra_rec.errors import ConfigError
-
-AUTO_TAU_READOUTS = ("logit", "name", "choice")
-"""Readouts whose distribution is softmax(s / tau) of one score vector (hier has two temperatures)."""
+from spectra_rec.probe.readouts import AUTO_TAU_READOUTS
 
 
 def parse_tau(text) -> float | str:
