@@ -16,7 +16,8 @@ own loop: ``nn.Dropout``'s ``bernoulli_`` masks, float32), ``anomaly`` (``recbol
 anomaly mode on, as RecBole's import leaves it: the state before this toolkit's changes),
 ``fp32`` (base without autocast), ``bernoulli`` (base with ``nn.Dropout``), ``no-dropout`` (every
 dropout probability 0), ``threads1`` (one intra-op thread), ``batch2048`` (four times the batch),
-``attn-dropout-0`` (no dropout on attention weights). Autocast's speed depends on the CPU's bf16
+``attn-dropout-0`` (no dropout on attention weights), ``compile`` (base with the model's forward
+under ``torch.compile``; its compile time is printed, not counted in the step). Autocast's speed depends on the CPU's bf16
 support.
 """
 
@@ -39,6 +40,7 @@ VARIANTS = {  # name: (RecBole overrides, BackboneConfig fields)
     "threads1": ({}, {}),
     "batch2048": ({"train_batch_size": 2048}, {}),
     "attn-dropout-0": ({"attn_dropout_prob": 0.0}, {}),
+    "compile": ({}, {}),
 }
 
 
@@ -123,6 +125,11 @@ def main() -> None:
                     split, data_path, BackboneConfig(model_name, overrides=overrides, **fields), tmp / model_name
                 )
                 trainer = get_trainer(rconfig["MODEL_TYPE"], model_name)(rconfig, model)
+                if variant == "compile":
+                    model.forward = torch.compile(model.forward, dynamic=False)
+                    t = time.perf_counter()
+                    _phases(model, trainer, train_data, 2, amp=bool(rconfig["enable_amp"]))
+                    print(f"  compile: first two steps took {time.perf_counter() - t:.1f} s")
                 built[variant] = (model, trainer, train_data, bool(rconfig["enable_amp"]))
         # variants take turns, a few steps at a time, so that a busy machine slows them all alike
         times = {v: {"data": [], "forward": [], "backward": [], "optimizer": []} for v in args.variants}
