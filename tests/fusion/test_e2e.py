@@ -238,11 +238,11 @@ def test_cli_exits_2_with_a_message_for_bad_w(capsys, caplog):
 
 @pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
 def test_shipped_yaml_layers_build_a_recbole_config_for_ml100k(model, tmp_path):
-    from fusion.backbones import _recbole_config, config_layers
+    from fusion.backbones import config_layers, recbole_config
 
     layers = [p.name for p in config_layers(model, "ml-100k")]
     assert layers[0] == "base.yaml" and f"{model}.yaml" in layers
-    cfg = _recbole_config(model, tmp_path, "ml-100k", BackboneConfig(model), tmp_path)
+    cfg = recbole_config(model, tmp_path, "ml-100k", BackboneConfig(model), tmp_path)
     assert cfg["dataset"] == "ml-100k-split" and cfg["loss_type"] == "CE" and cfg["MAX_ITEM_LIST_LENGTH"] >= 10
 
 
