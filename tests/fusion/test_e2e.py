@@ -188,6 +188,40 @@ def test_recbole_evaluator_scores_the_fused_wrapper(syn_dir, runs, sasrec, tmp_p
     assert not (tmp_path / "log_tensorboard").exists()  # nothing written into the working directory
 
 
+def test_the_fused_wrapper_scores_by_the_named_fusion_rule(syn_dir, runs, sasrec, monkeypatch):
+    import torch
+
+    from fusion.blend import FUSION_RULES
+    from fusion.wrapper import FusedRecBoleModel
+    from spectra_rec.priors import history_prior
+
+    _, run, _ = sasrec
+    ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
+    model, rdata, _, test_data = load_recbole_model(run.backbone.folder, split, BackboneConfig("SASRec", 1, overrides=TINY["SASRec"]))
+    prior = history_prior(split, "uhf")
+    interaction = next(iter(test_data))[0]
+    with torch.no_grad():
+        base = model.full_sort_predict(interaction).double().numpy().reshape(len(interaction), -1)
+        fused = FusedRecBoleModel(model, rdata, prior, ds, 0.3).full_sort_predict(interaction).numpy()
+    # independent: affinity P M^T over the catalogue in RecBole's item order, minmax per row without [PAD]
+    items = rdata.field2id_token[rdata.iid_field][1:]
+    users = rdata.field2id_token[rdata.uid_field][interaction[model.USER_ID].numpy()]
+    aff = prior.matrix(ds, ds.user_index(users)) @ ds.membership[ds.item_index(items)].toarray().T
+
+    def minmax(x):
+        return (x - x.min(1, keepdims=True)) / (x.max(1, keepdims=True) - x.min(1, keepdims=True))
+
+    assert np.all(np.isneginf(fused[:, 0]))
+    np.testing.assert_allclose(fused[:, 1:], 0.7 * minmax(base[:, 1:]) + 0.3 * minmax(aff), rtol=1e-6, atol=1e-6)
+
+    monkeypatch.setitem(FUSION_RULES, "base-only", lambda b, a, w, mask, norm: np.where(mask, b, -np.inf))
+    with torch.no_grad():
+        own = FusedRecBoleModel(model, rdata, prior, ds, 0.3, rule="base-only").full_sort_predict(interaction).numpy()
+    np.testing.assert_array_equal(own[:, 1:], base[:, 1:].astype(np.float32))
+    with pytest.raises(ConfigError, match=r"unknown fusion rule 'nope'; options: \[.*'linear'"):
+        FusedRecBoleModel(model, rdata, prior, ds, 0.3, rule="nope")
+
+
 def test_sampled_negatives_are_true_negatives_and_seeded(syn_dir, runs):
     ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
     users = split.eval_users[:30]
