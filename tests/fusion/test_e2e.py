@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fusion.backbones import BackboneConfig, backbone_stage, load_recbole_model
-from fusion.candidates import index_recall, retrieval_candidates, sampled_negatives
+from fusion.candidates import retrieval_candidates
 from fusion.pipeline import FusionConfig, run_fusion
 from fusion.report import write_report
 from spectra_rec.data.stage import DataConfig, data_stage
@@ -220,27 +220,6 @@ def test_the_fused_wrapper_scores_by_the_named_fusion_rule(syn_dir, runs, sasrec
     np.testing.assert_array_equal(own[:, 1:], base[:, 1:].astype(np.float32))
     with pytest.raises(ConfigError, match=r"unknown fusion rule 'nope'; options: \[.*'linear'"):
         FusedRecBoleModel(model, rdata, prior, ds, 0.3, rule="nope")
-
-
-def test_sampled_negatives_are_true_negatives_and_seeded(syn_dir, runs):
-    ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
-    users = split.eval_users[:30]
-    a = sampled_negatives(split, users, 99, seed=3)
-    b = sampled_negatives(split, users, 99, seed=3)
-    assert np.array_equal(a.items, b.items)
-    for r, u in enumerate(users):
-        row = a.items[r][a.items[r] >= 0]
-        seen = set(split.item[split.ptr[u] : split.ptr[u + 1]])
-        assert row[0] == split.targets[u] and not (set(row[1:]) & seen)
-        assert len(set(row)) == len(row) == min(100, ds.n_items - len(seen) + 1)
-
-
-def test_hnsw_and_ivf_recall_against_exact():
-    rng = np.random.default_rng(0)
-    items = rng.normal(size=(2000, 32)).astype(np.float32)
-    queries = rng.normal(size=(50, 32)).astype(np.float32)
-    assert index_recall(items, queries, 20, "hnsw", ef_search=256) >= 0.9
-    assert index_recall(items, queries, 20, "ivf") == pytest.approx(1.0)  # nprobe = nlist: exhaustive
 
 
 def test_bad_inputs_give_clear_errors(syn_dir, runs, tmp_path):
