@@ -49,7 +49,7 @@ test: setup
 # vLLM on CPU: 1 GiB of KV cache, no thread pinning (shared machine), 2 OpenMP threads per process.
 test-vllm: setup-vllm
 	VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind OMP_NUM_THREADS=2 \
-		$(VLLM_PY) -m pytest -q $(ARGS) tests/test_probe_vllm.py tests/test_probe_vllm_cli.py
+		$(VLLM_PY) -m pytest -q $(ARGS) tests/probe/test_vllm.py tests/probe/test_vllm_cli.py
 
 clean-runs:
 	rm -rf runs

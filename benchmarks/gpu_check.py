@@ -5,7 +5,7 @@
 
 Checks, each in its own process with its own time limit:
 
-1. vllm-parity: the vLLM backend's tests (tests/test_probe_vllm*.py) with vLLM's CUDA build:
+1. vllm-parity: the vLLM backend's tests (tests/probe/test_vllm*.py) with vLLM's CUDA build:
    hf vs vllm float32 parity (logit, name, choice, hier), DG greedy text, LoRA serving, merged model.
 2. bf16-probe: the default adapter (aligned first if none is cached under --runs) probed on
    CUDA in bf16 for --users users, compared with the float32 CPU probe of the same users
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         return 0
     env = os.environ | {"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     rows = []
-    tests = ["tests/test_probe_vllm.py", "tests/test_probe_vllm_cli.py"]
+    tests = ["tests/probe/test_vllm.py", "tests/probe/test_vllm_cli.py"]
     passed, s, note = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], 300, env)
     import re
 

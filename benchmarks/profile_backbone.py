@@ -97,7 +97,7 @@ def main() -> None:
     quiet_openmp()  # before torch starts its OpenMP pool
     import torch
 
-    from fusion.backbones import BackboneConfig, _resolved_yaml, prepare_recbole
+    from fusion.backbones import BackboneConfig, prepare_recbole, resolved_yaml
     from fusion.recbole_compat import import_recbole, quiet_recbole
     from spectra_rec.data.export import export_recbole_benchmark, recbole_dataset_name
     from spectra_rec.data.stage import DataConfig, data_stage
@@ -111,7 +111,7 @@ def main() -> None:
     from recbole.utils import get_trainer
 
     for model_name in args.models:
-        resolved = _resolved_yaml(model_name, ds.name)
+        resolved = resolved_yaml(model_name, ds.name)
         rb = recbole_dataset_name(ds.name)
         data_path = tmp / model_name / "recbole"
         export_recbole_benchmark(split, data_path / rb, rb, int(resolved["MAX_ITEM_LIST_LENGTH"]))

@@ -122,7 +122,8 @@ def _read_yaml(path: Path) -> dict:
     return data or {}
 
 
-def _resolved_yaml(model: str, dataset_name: str) -> dict:
+def resolved_yaml(model: str, dataset_name: str) -> dict:
+    """The RecBole keys of every YAML layer (base, model, dataset), later layers winning; warns on unknown keys."""
     out: dict = {}
     known = _recbole_known_keys()
     for p in config_layers(model, dataset_name):
@@ -168,7 +169,7 @@ def check_backbone_inputs(config: "BackboneConfig", dataset_name: str) -> dict:
     """Validate the model name and parse every YAML layer, before any training; returns the resolved keys."""
     if config.model not in SUPPORTED_MODELS:
         check_model_name(config.model)
-    return _resolved_yaml(config.model, dataset_name) | config.overrides
+    return resolved_yaml(config.model, dataset_name) | config.overrides
 
 
 def check_model_name(model: str) -> None:
@@ -260,7 +261,7 @@ def load_backbone(folder: Path, model: str, n_users: int, n_items: int) -> Backb
     return Backbone(model, folder, user_repr, item_emb, metrics)
 
 
-def _recbole_config(model: str, data_path: Path, dataset_name: str, config: BackboneConfig, checkpoint_dir: Path):
+def recbole_config(model: str, data_path: Path, dataset_name: str, config: BackboneConfig, checkpoint_dir: Path):
     """RecBole Config from our YAML layers (looked up by our dataset name) over the exported benchmark files."""
     from fusion.recbole_compat import import_recbole, pandas3_patches
 
@@ -297,7 +298,7 @@ def prepare_recbole(split: Split, data_path: Path, config: BackboneConfig, check
     """
     from fusion.recbole_compat import pandas3_patches
 
-    rconfig = _recbole_config(config.model, data_path, split.dataset.name, config, checkpoint_dir)
+    rconfig = recbole_config(config.model, data_path, split.dataset.name, config, checkpoint_dir)
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, init_seed
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusion.blend import affinity, blend, check_w, get_normalization
+from fusion.blend import affinity, check_w, get_fusion_rule, get_normalization
 
 
 def _torch_module():
@@ -20,10 +20,15 @@ def _torch_module():
 
 
 class FusedRecBoleModel(_torch_module()):
-    """``(1-w) * norm(model scores) + w * norm(prior affinity)`` behind RecBole's model interface."""
+    """A registered fusion rule of (model scores, prior affinity) behind RecBole's model interface.
 
-    def __init__(self, model, rdataset, prior_table, dataset, w: float, normalization: str = "minmax"):
-        """``rdataset``: the RecBole dataset the model was trained on; ``dataset``: our Dataset (ids, membership)."""
+    The default rule, ``linear``, is ``(1-w) * norm(model scores) + w * norm(prior affinity)``.
+    """
+
+    def __init__(self, model, rdataset, prior_table, dataset, w: float, normalization: str = "minmax",
+                 rule: str = "linear"):
+        """``rdataset``: the RecBole dataset the model was trained on; ``dataset``: our Dataset (ids, membership);
+        ``rule``: a name in :data:`fusion.blend.FUSION_RULES`."""
         super().__init__()
         import torch
 
@@ -31,6 +36,8 @@ class FusedRecBoleModel(_torch_module()):
         self.w = check_w(w)
         self.normalization = normalization
         get_normalization(normalization)
+        self.rule = rule
+        self._fuse = get_fusion_rule(rule)
         self.USER_ID = model.USER_ID
         self.ITEM_ID = model.ITEM_ID
         self.ITEM_SEQ = getattr(model, "ITEM_SEQ", None)
@@ -60,7 +67,7 @@ class FusedRecBoleModel(_torch_module()):
         items = np.broadcast_to(np.arange(base.shape[1]), base.shape)
         mask = items > 0  # column 0 is RecBole's [PAD]
         aff = affinity(self.prior[users].numpy(), self.membership.numpy(), np.where(mask, items, -1))
-        fused = blend(base, aff, self.w, mask, self.normalization)
+        fused = self._fuse(base, aff, self.w, mask, self.normalization)
         return torch.as_tensor(fused, dtype=torch.float32, device=self.device)
 
     def full_sort_predict(self, interaction):

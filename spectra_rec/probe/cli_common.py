@@ -173,8 +173,8 @@ def run_probe(args, readout: str, options: dict, default_out: str, allow_align: 
     if rc is not None:
         return _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_align, check, fallbacks)
     model, tokenizer, adapter, name, manifest = load_model(args, ds, split, allow_align)
-    max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check,
-                                       fallbacks)
+    max_items, out = fill_probe_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check,
+                                         fallbacks)
     table = probe_prior(
         ds, split, model, tokenizer, readout, readout_options=options, max_users=args.max_users,
         backend=args.backend, backend_options=backend_options(args), max_items=max_items, shard=shard, out=out,
@@ -189,7 +189,7 @@ def run_probe(args, readout: str, options: dict, default_out: str, allow_align: 
     return 0
 
 
-def _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check, fallbacks):
+def fill_probe_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check, fallbacks):
     """Run ``check``; fill the history cap and unset options from the adapter's SFT settings; (max_items, out path)."""
     if check is not None:
         check(adapter, manifest)
@@ -209,8 +209,8 @@ def _run_probe_ray(args, rc, ds, split, readout, options, default_out, allow_ali
     adapter = resolve_adapter(args, ds, split, allow_align)
     manifest = read_manifest(adapter) if adapter is not None else {}
     name = str(adapter if adapter is not None else args.model)
-    max_items, out = _checked_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check,
-                                       fallbacks)
+    max_items, out = fill_probe_defaults(args, readout, options, default_out, ds, adapter, manifest, name, check,
+                                         fallbacks)
     probe_prior_ray(
         ds, split, model_spec(args, adapter), readout, out=out, readout_options=options, max_users=args.max_users,
         backend=args.backend, backend_options=backend_options(args), max_items=max_items,

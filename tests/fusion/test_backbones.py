@@ -125,7 +125,7 @@ def test_unknown_yaml_key_warns_with_file_and_key(tmp_path, monkeypatch):
     monkeypatch.setattr(bb, "CONFIG_DIR", tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        resolved = bb._resolved_yaml("SASRec", "nothing")
+        resolved = bb.resolved_yaml("SASRec", "nothing")
     msgs = [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
     assert resolved == {"epochs": 3, "hiden_size": 64}
     assert len(msgs) == 1 and "base.yaml" in msgs[0] and "'hiden_size'" in msgs[0]
@@ -137,4 +137,4 @@ def test_shipped_yaml_layers_have_no_unknown_keys():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConfigWarning)
         for model in bb.SUPPORTED_MODELS:
-            bb._resolved_yaml(model, "ml-100k")
+            bb.resolved_yaml(model, "ml-100k")

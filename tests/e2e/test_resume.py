@@ -27,7 +27,7 @@ import pytest
 
 from spectra_rec.testing.tiny import tiny_data
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(13)
 """Seeded: the extra delay after each kill point is the same on every run of the suite."""
 
@@ -153,7 +153,7 @@ def _align_config():
 ALIGN_CODE = """
     from spectra_rec.align.pipeline import align
     from spectra_rec.testing.tiny import tiny_data
-    import tests.test_resume as t
+    import tests.e2e.test_resume as t
     align(tiny_data(), t._align_config(), {runs!r})
 """
 
@@ -271,7 +271,7 @@ def test_probe_killed_mid_cohort_resumes_from_the_users_written(tmp_path, refere
 FUSION_CODE = """
     from fusion.pipeline import FusionConfig, run_fusion
     from fusion.report import write_report
-    import tests.test_resume as t
+    import tests.e2e.test_resume as t
     cfg = t._fusion_config({syn!r}, {runs!r}, {out!r})
     write_report(run_fusion(cfg), cfg.out)
 """

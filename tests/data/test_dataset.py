@@ -232,7 +232,7 @@ def test_a_taxonomy_file_passed_in_overrides_and_joins_the_data_identity(tmp_pat
 
     from spectra_rec.data.stage import DataConfig, data_stage
 
-    recipe = Path(__file__).resolve().parents[1] / "datasets" / "ml-100k.taxonomy.json"
+    recipe = Path(__file__).resolve().parents[2] / "datasets" / "ml-100k.taxonomy.json"
     ds = load_dataset("ml-100k", taxonomy=recipe)
     assert sorted(ds.categories) == sorted(ml100k.categories) and len(ds.taxonomy) == 6
     assert ds.taxonomy_path == recipe and "ml-100k.taxonomy.json" in ds.input_digests()

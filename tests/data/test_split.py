@@ -227,6 +227,14 @@ def test_cohorts_disjoint_seeded_reproducible(synthetic_split):
     assert dev.max() > len(users) // 2 and dev.min() < len(users) // 2
 
 
+@pytest.mark.parametrize("frac", [0.001, 0.05, 0.2, 0.5, 0.8, 0.99])
+def test_cohort_sizes_follow_the_dev_fraction(synthetic_split, frac):
+    n = len(synthetic_split.eval_users)
+    dev, test = synthetic_split.cohorts(frac, seed=0)
+    assert len(dev) == max(1, round(frac * n)) and len(test) == n - len(dev)
+    assert len(np.intersect1d(dev, test)) == 0 and set(np.union1d(dev, test)) == set(synthetic_split.eval_users)
+
+
 @pytest.mark.parametrize("frac", [0.0, 1.0, -0.1])
 def test_bad_dev_fraction(synthetic_split, frac):
     with pytest.raises(ConfigError, match=rf"dev_fraction must be in \(0, 1\), got {frac}"):

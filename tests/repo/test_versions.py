@@ -17,7 +17,7 @@ BOUNDED = ("transformers", "peft", "torch", "numpy", "pandas", "datasets")
 
 
 def _requirements() -> dict[str, Requirement]:
-    data = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     reqs = [Requirement(r) for r in data["project"]["dependencies"]]
     return {r.name: r for r in reqs}
 

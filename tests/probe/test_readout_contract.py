@@ -95,7 +95,7 @@ def test_only_dg_takes_a_default_from_the_align_manifest():
 def test_dg_cli_takes_k_from_the_option_then_the_manifest_then_3(given, manifest_k, expected, tmp_path):
     from argparse import Namespace
 
-    from spectra_rec.probe.cli_common import _checked_defaults
+    from spectra_rec.probe.cli_common import fill_probe_defaults
 
     class DS:
         name = "d"
@@ -103,9 +103,9 @@ def test_dg_cli_takes_k_from_the_option_then_the_manifest_then_3(given, manifest
     manifest = {"config": {"sft": {"context_items": 7} | ({"dg_k": manifest_k} if manifest_k else {})}}
     args = Namespace(max_items=None, out=None, runs=tmp_path)
     options = {"k": given, "max_new_tokens": None}
-    max_items, _ = _checked_defaults(args, "dg", options, "{dataset}-{readout}-{model}.parquet", DS(), None, manifest,
-                                     "m", None, {"k": 3})
+    max_items, _ = fill_probe_defaults(args, "dg", options, "{dataset}-{readout}-{model}.parquet", DS(), None, manifest,
+                                       "m", None, {"k": 3})
     assert options == {"k": expected, "max_new_tokens": None} and max_items == 7
     logit_options = {"tau": 1.0}
-    _checked_defaults(args, "logit", logit_options, "{dataset}.parquet", DS(), None, manifest, "m", None, None)
+    fill_probe_defaults(args, "logit", logit_options, "{dataset}.parquet", DS(), None, manifest, "m", None, None)
     assert logit_options == {"tau": 1.0}

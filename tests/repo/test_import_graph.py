@@ -1,7 +1,8 @@
-"""The package's import graph, read from the source (module-level and function-level imports alike).
+"""The packages' import graphs, read from the source (module-level and function-level imports alike).
 
-No cycles among ``spectra_rec`` modules, no RecBole or ``fusion`` import anywhere in it, and
-no module imports another module's private (underscore) names.
+No cycles among ``spectra_rec`` modules nor among ``fusion`` modules, no RecBole or ``fusion`` import
+anywhere in ``spectra_rec``, and no module (of either package, the benchmarks, the tests or
+``run_fusion.py``) imports another module's private (underscore) names.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "spectra_rec"
+PACKAGES = (PACKAGE, "fusion")
+"""The distribution's two packages: their private names stay inside the module that defines them."""
+CLIENTS = ("benchmarks", "tests")
+"""Folders outside the packages whose files must use only the packages' public names (as must ``run_fusion.py``)."""
 
 
 def _module_name(path: Path) -> str:
@@ -23,8 +28,19 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted((ROOT / PACKAGE).rglob("*.py"))}
+def _modules(package: str = PACKAGE) -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+def _all_modules() -> dict[str, Path]:
+    """Every module of both packages (the targets a private name can be read from)."""
+    return {m: p for package in PACKAGES for m, p in _modules(package).items()}
+
+
+def _client_files() -> dict[str, Path]:
+    """Every Python file of the benchmarks, the tests and ``run_fusion.py``, by module name."""
+    files = [p for folder in CLIENTS for p in sorted((ROOT / folder).rglob("*.py"))] + [ROOT / "run_fusion.py"]
+    return {_module_name(p): p for p in files}
 
 
 @lru_cache(maxsize=None)
@@ -58,9 +74,9 @@ def _imports(name: str, path: Path, modules) -> list[tuple[str, str | None, int]
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    """module -> the spectra_rec modules it imports."""
-    modules = _modules()
+def import_graph(package: str = PACKAGE) -> dict[str, set[str]]:
+    """module -> the modules of the same package it imports."""
+    modules = _modules(package)
     return {m: {t for t, _, _ in _imports(m, p, modules) if t in modules and t != m} for m, p in modules.items()}
 
 
@@ -102,8 +118,9 @@ def test_the_scanner_sees_function_level_imports_and_cycles():
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_import_cycles_among_spectra_rec_modules():
-    cycles = find_cycles(import_graph())
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_cycles_among_a_packages_modules(package):
+    cycles = find_cycles(import_graph(package))
     assert cycles == [], f"import cycles: {cycles}"
 
 
@@ -120,15 +137,15 @@ def _private(name: str) -> bool:
 
 
 def private_uses(name: str, path: Path, modules) -> list[str]:
-    """Another spectra_rec module's private names this module reaches: imported by name, a private
+    """Another package module's private names this module reaches: imported by name, a private
     module imported, or read as an attribute of an imported module (``artifacts._helper``)."""
     hits = []
     for target, what, line in _imports(name, path, modules):
-        if not (target == PACKAGE or target.startswith(PACKAGE + ".")) or target == name:
+        if not any(target == p or target.startswith(p + ".") for p in PACKAGES) or target == name:
             continue
         if any(_private(part) for part in target.split(".")) or (what is not None and _private(what)):
             hits.append(f"{name}:{line} imports {target}{'.' + what if what else ''}")
-    bound = {}  # local name -> the spectra_rec module it is bound to
+    bound = {}  # local name -> the package module it is bound to
     for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import):
             bound |= {a.asname: a.name for a in node.names if a.asname and a.name in modules}
@@ -154,7 +171,21 @@ def test_private_name_scanner_sees_each_form(tmp_path):
                     "spectra_rec.m:4 reads spectra_rec.artifacts._json_default"]
 
 
+def test_private_name_scanner_sees_fusion_and_client_files(tmp_path):
+    src = tmp_path / "tests" / "fusion" / "test_x.py"
+    src.parent.mkdir(parents=True)
+    src.write_text("from fusion import backbones as bb\nfrom fusion.backbones import _recbole_config\n"
+                   "bb._resolved_yaml\nbb.resolved_yaml\nfrom tests.e2e.test_resume import _env\n")
+    modules = {"fusion", "fusion.backbones", "tests.fusion.test_x"}
+    hits = private_uses("tests.fusion.test_x", src, modules)
+    assert hits == ["tests.fusion.test_x:2 imports fusion.backbones._recbole_config",
+                    "tests.fusion.test_x:3 reads fusion.backbones._resolved_yaml"]
+    assert set(_client_files()) >= {"run_fusion", "benchmarks.profile_backbone", "tests.repo.test_import_graph"}
+    assert "fusion.wrapper" in _all_modules()
+
+
 def test_no_module_uses_another_modules_private_names():
-    modules = _modules()
-    hits = [h for m, p in modules.items() for h in private_uses(m, p, modules)]
+    modules = _all_modules()
+    files = modules | _client_files()
+    hits = [h for m, p in files.items() for h in private_uses(m, p, modules)]
     assert hits == [], "\n".join(hits)

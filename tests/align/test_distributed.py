@@ -16,7 +16,7 @@ from spectra_rec import artifacts
 from spectra_rec.align import pipeline
 from spectra_rec.testing.tiny import quick_align_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

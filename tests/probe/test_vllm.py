@@ -2,7 +2,7 @@
 
 Without vllm only the clear-error test runs. With it, one engine (float32, LoRA-capable) is shared by the
 module: it serves the base model for the logit / name / choice / hier parity tests and DG's greedy text,
-and a peft adapter for the LoRA-serving test. ``test_probe_vllm_cli.py`` serves a real align folder merged
+and a peft adapter for the LoRA-serving test. ``test_vllm_cli.py`` serves a real align folder merged
 into a ``runs/merged`` stage through the command line (its own engine, once this module's has stopped).
 """
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fusion.backbones import BackboneConfig, backbone_stage, load_recbole_model
-from fusion.candidates import index_recall, retrieval_candidates, sampled_negatives
+from fusion.candidates import retrieval_candidates
 from fusion.pipeline import FusionConfig, run_fusion
 from fusion.report import write_report
 from spectra_rec.data.stage import DataConfig, data_stage
@@ -188,25 +188,38 @@ def test_recbole_evaluator_scores_the_fused_wrapper(syn_dir, runs, sasrec, tmp_p
     assert not (tmp_path / "log_tensorboard").exists()  # nothing written into the working directory
 
 
-def test_sampled_negatives_are_true_negatives_and_seeded(syn_dir, runs):
+def test_the_fused_wrapper_scores_by_the_named_fusion_rule(syn_dir, runs, sasrec, monkeypatch):
+    import torch
+
+    from fusion.blend import FUSION_RULES
+    from fusion.wrapper import FusedRecBoleModel
+    from spectra_rec.priors import history_prior
+
+    _, run, _ = sasrec
     ds, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
-    users = split.eval_users[:30]
-    a = sampled_negatives(split, users, 99, seed=3)
-    b = sampled_negatives(split, users, 99, seed=3)
-    assert np.array_equal(a.items, b.items)
-    for r, u in enumerate(users):
-        row = a.items[r][a.items[r] >= 0]
-        seen = set(split.item[split.ptr[u] : split.ptr[u + 1]])
-        assert row[0] == split.targets[u] and not (set(row[1:]) & seen)
-        assert len(set(row)) == len(row) == min(100, ds.n_items - len(seen) + 1)
+    model, rdata, _, test_data = load_recbole_model(run.backbone.folder, split, BackboneConfig("SASRec", 1, overrides=TINY["SASRec"]))
+    prior = history_prior(split, "uhf")
+    interaction = next(iter(test_data))[0]
+    with torch.no_grad():
+        base = model.full_sort_predict(interaction).double().numpy().reshape(len(interaction), -1)
+        fused = FusedRecBoleModel(model, rdata, prior, ds, 0.3).full_sort_predict(interaction).numpy()
+    # independent: affinity P M^T over the catalogue in RecBole's item order, minmax per row without [PAD]
+    items = rdata.field2id_token[rdata.iid_field][1:]
+    users = rdata.field2id_token[rdata.uid_field][interaction[model.USER_ID].numpy()]
+    aff = prior.matrix(ds, ds.user_index(users)) @ ds.membership[ds.item_index(items)].toarray().T
 
+    def minmax(x):
+        return (x - x.min(1, keepdims=True)) / (x.max(1, keepdims=True) - x.min(1, keepdims=True))
 
-def test_hnsw_and_ivf_recall_against_exact():
-    rng = np.random.default_rng(0)
-    items = rng.normal(size=(2000, 32)).astype(np.float32)
-    queries = rng.normal(size=(50, 32)).astype(np.float32)
-    assert index_recall(items, queries, 20, "hnsw", ef_search=256) >= 0.9
-    assert index_recall(items, queries, 20, "ivf") == pytest.approx(1.0)  # nprobe = nlist: exhaustive
+    assert np.all(np.isneginf(fused[:, 0]))
+    np.testing.assert_allclose(fused[:, 1:], 0.7 * minmax(base[:, 1:]) + 0.3 * minmax(aff), rtol=1e-6, atol=1e-6)
+
+    monkeypatch.setitem(FUSION_RULES, "base-only", lambda b, a, w, mask, norm: np.where(mask, b, -np.inf))
+    with torch.no_grad():
+        own = FusedRecBoleModel(model, rdata, prior, ds, 0.3, rule="base-only").full_sort_predict(interaction).numpy()
+    np.testing.assert_array_equal(own[:, 1:], base[:, 1:].astype(np.float32))
+    with pytest.raises(ConfigError, match=r"unknown fusion rule 'nope'; options: \[.*'linear'"):
+        FusedRecBoleModel(model, rdata, prior, ds, 0.3, rule="nope")
 
 
 def test_bad_inputs_give_clear_errors(syn_dir, runs, tmp_path):
@@ -238,11 +251,11 @@ def test_cli_exits_2_with_a_message_for_bad_w(capsys, caplog):
 
 @pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
 def test_shipped_yaml_layers_build_a_recbole_config_for_ml100k(model, tmp_path):
-    from fusion.backbones import _recbole_config, config_layers
+    from fusion.backbones import config_layers, recbole_config
 
     layers = [p.name for p in config_layers(model, "ml-100k")]
     assert layers[0] == "base.yaml" and f"{model}.yaml" in layers
-    cfg = _recbole_config(model, tmp_path, "ml-100k", BackboneConfig(model), tmp_path)
+    cfg = recbole_config(model, tmp_path, "ml-100k", BackboneConfig(model), tmp_path)
     assert cfg["dataset"] == "ml-100k-split" and cfg["loss_type"] == "CE" and cfg["MAX_ITEM_LIST_LENGTH"] >= 10
 
 
