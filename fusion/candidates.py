@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spectra_rec.data.split import Split
-from spectra_rec.errors import ConfigError
+from spectra_rec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,12 @@ def retrieval_candidates(
     if top_n < 1:
         raise ConfigError(f"retrieval top-N must be >= 1, got {top_n}")
     n_items = split.dataset.n_items
+    # Faiss asserts (a traceback) on a width mismatch; the shapes come from a backbone's exported arrays
+    if item_emb.ndim != 2 or item_emb.shape[0] != n_items:
+        raise DataError(f"retrieval: item embeddings must be ({n_items} items, H), got {item_emb.shape}")
+    if user_repr.ndim != 2 or user_repr.shape[1] != item_emb.shape[1]:
+        raise DataError(f"retrieval: user representations {user_repr.shape} and item embeddings {item_emb.shape} "
+                        "must have the same width")
     index = build_index(item_emb, index_kind)
     max_hist = int(split.n_train[users].max()) if len(users) else 0
     k = min(n_items, top_n + max_hist)

@@ -142,6 +142,8 @@ class Split:
         rng = np.random.default_rng(seed)
         perm = rng.permutation(users)
         n_dev = max(1, int(round(dev_fraction * len(users))))
+        if len(users) >= 2 and n_dev >= len(users):  # fewer users cannot fill both cohorts anyway
+            raise ConfigError(f"dev_fraction {dev_fraction} of {len(users)} evaluable users leaves no test cohort")
         return np.sort(perm[:n_dev]), np.sort(perm[n_dev:])
 
     def summary(self) -> dict:

@@ -241,6 +241,12 @@ def test_bad_dev_fraction(synthetic_split, frac):
         synthetic_split.cohorts(frac)
 
 
+def test_a_dev_fraction_that_leaves_no_test_cohort_is_refused(synthetic_split):
+    n = len(synthetic_split.eval_users)
+    with pytest.raises(ConfigError, match=rf"dev_fraction 0.999 of {n} evaluable users leaves no test cohort"):
+        synthetic_split.cohorts(0.999)
+
+
 # ---- RecBole benchmark export --------------------------------------------------------------------
 
 

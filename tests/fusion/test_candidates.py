@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import chisquare
 
 from fusion.candidates import build_index, index_recall, retrieval_candidates, sampled_negatives, search
-from spectra_rec.errors import ConfigError
+from spectra_rec.errors import ConfigError, DataError
 
 
 def _interacted(split, u) -> set:
@@ -176,3 +176,7 @@ def test_retrieval_bad_inputs_name_the_setting(synthetic_split):
         build_index(emb, "annoy")
     with pytest.raises(ConfigError, match="retrieval top-N must be >= 1, got 0"):
         retrieval_candidates(synthetic_split, synthetic_split.eval_users, np.zeros((ds.n_users, 4)), emb, top_n=0)
+    with pytest.raises(DataError, match=r"user representations \(\d+, 5\) and item embeddings \(\d+, 4\) must have the same width"):
+        retrieval_candidates(synthetic_split, synthetic_split.eval_users, np.zeros((ds.n_users, 5)), emb)
+    with pytest.raises(DataError, match=rf"item embeddings must be \({ds.n_items} items, H\), got \(3, 4\)"):
+        retrieval_candidates(synthetic_split, synthetic_split.eval_users, np.zeros((ds.n_users, 4)), emb[:3])
