@@ -202,6 +202,17 @@ def test_l1_from_the_source_field_is_each_categorys_dominant_source_category(pla
             assert src.categories[int(np.argmax(mass))] == l1
 
 
+def test_l1_from_the_source_taxonomy_is_the_parent_of_the_dominant_source_category(planted_dir, runs, tmp_path):
+    out = _build(planted_dir, runs, "cooc", out=tmp_path / "t", l1="taxonomy")
+    src, new = load_dataset(planted_dir), load_dataset(out, category_field="taxon")
+    parent = {c: l1 for l1, kids in src.taxonomy.items() for c in kids}
+    desc = {d["name"]: d for d in json.loads((out / "planted.descriptions.json").read_text())}
+    for l1, children in new.taxonomy.items():
+        assert l1 in src.taxonomy
+        for c in children:
+            assert parent[desc[c]["dominant"][0]["category"]] == l1 == desc[c]["l1"]
+
+
 def test_l1_clusters_give_a_two_level_taxonomy_that_the_loader_and_hier_read(planted_dir, runs, tmp_path):
     out = _build(planted_dir, runs, "cooc", out=tmp_path / "h2", l1=2)
     new = load_dataset(out, category_field="taxon")
