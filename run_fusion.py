@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="--engine ray: actors in the pool")
     p.add_argument("--address", help="--engine ray: auto or HOST:PORT of a running cluster (default: a local one)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="--engine ray: GPUs per actor")
+    p.add_argument("--no-ceiling", action="store_true",
+                   help="skip the oracle ceiling (the held-out window as the prior, same selection) reported beside the prior")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
             select_on=args.select_on, selection=args.selection, rule=args.rule,
             top_n=args.top_n, index=args.index, normalizations=tuple(args.normalization), n_boot=args.n_boot,
             seed=args.seed, device=args.device, runs=args.runs, out=args.out, fresh=args.fresh,
-            probe_backend=backend, probe_engine=engine, probe_ray=ray_config,
+            probe_backend=backend, probe_engine=engine, probe_ray=ray_config, ceiling=not args.no_ceiling,
         )
         run = run_fusion(config)
         out = config.output_dir(run.data.name)

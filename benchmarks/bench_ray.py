@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         rows.append((f"ray, {n} worker{'s' if n > 1 else ''}", time.perf_counter() - t0))
         assert np.array_equal(table.probs, local.probs), "ray and single-process tables differ"
     base = rows[0][1]
-    print(f"\n| run | seconds | users/s | vs single process |\n| --- | ---: | ---: | ---: |")
+    print("\n| run | seconds | users/s | vs single process |\n| --- | ---: | ---: | ---: |")
     for name, s in rows:
         print(f"| {name} | {s:.1f} | {args.users / s:.2f} | {base / s:.2f}x |")
     by = dict(rows)

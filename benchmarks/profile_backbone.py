@@ -73,7 +73,6 @@ def _phases(model, trainer, train_data, n_batches: int, amp: bool = False) -> di
 
 
 def _top_ops(model, trainer, train_data, n_batches: int, top: int = 12, amp: bool = False) -> tuple[list, float]:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -23,8 +23,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 READOUTS = ("logit", "name", "choice")
 
 
@@ -50,6 +48,9 @@ def candidates():
         # (DG 0.1): too few DG lists for DG to stop repeating categories
         "default-dg0.1": replace(base, sft=replace(base.sft, mixture=SFTConfig().mixture)),
         "default": base,
+        # twice the reference points per user (more SFT passes over each history), with bf16 autocast
+        # on a CPU that has native bf16 to pay for them
+        "refs4-bf16": replace(base, sft=replace(base.sft, refs_per_user=4), bf16=True),
     }
 
 

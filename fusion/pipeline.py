@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from spectra_rec.data.split import Split
 from spectra_rec.data.stage import DataConfig, data_stage
 from spectra_rec.errors import ConfigError
 from spectra_rec.priors import registry
+from spectra_rec.priors.history import history_prior, is_history_spec
 from spectra_rec.priors.registry import SPECTRA_PRIORS  # noqa: F401  (run_fusion.py reads it from here)
 from spectra_rec.priors.table import PriorTable
 
@@ -107,6 +108,10 @@ class FusionConfig:
     """SPECTRA priors: probe in this process (local) or on a Ray actor pool (ray); same table either way."""
     probe_ray: object | None = None
     """SPECTRA priors with probe_engine='ray': a ``spectra_rec.probe.distributed.RayConfig`` (workers, address, GPUs)."""
+    ceiling: bool = True
+    """Also fuse the ``oracle`` prior (the held-out window itself, so labelled as reading held-out data)
+    under the same selection rule, reported beside the prior as the ceiling of what a category prior
+    can add with this vocabulary."""
 
     def __post_init__(self):
         if self.w is not None:
@@ -184,6 +189,9 @@ class FusionRun:
     cohort_sizes: dict
     timing: dict
     data_summary: dict
+    ceiling: FusionResult | None = None
+    """The oracle prior's result under the same selection (None with ``ceiling=False``); the result
+    itself when the prior is the oracle."""
 
     @property
     def sets(self) -> dict[str, SetResult]:
@@ -235,19 +243,42 @@ def run_fusion(config: FusionConfig) -> FusionRun:
     backbone = backbone_stage(split, data_folder, bconf, config.runs, config.fresh)
     timing["backbone"] = time.perf_counter() - t
 
+    # the ceiling pass reuses each set's candidates and base scores: only the prior affinity differs
+    is_oracle = is_history_spec(config.prior) and config.prior.partition("@")[0] == "oracle"
+    want_ceiling = config.ceiling and not is_oracle
+    kept: dict[str, CaseScores] = {}
+
     def timed_cases(name: str) -> CaseScores:
         t = time.perf_counter()
         cases = build_cases(name, split, backbone, P, users, config)
+        if want_ceiling:
+            kept[name] = cases
         timing["candidates"] += time.perf_counter() - t
         return cases
 
+    def evaluate(builder) -> FusionResult:
+        return evaluate_fusion(config.candidate_sets, builder, ~is_test, is_test, config.w_grid,
+                               config.normalizations, w=config.w, select_on=config.select_on,
+                               selection=config.selection, k=config.k, n_boot=config.n_boot, seed=config.seed,
+                               rule=config.rule)
+
     timing["candidates"] = 0.0
     t = time.perf_counter()
-    result = evaluate_fusion(config.candidate_sets, timed_cases, ~is_test, is_test, config.w_grid,
-                             config.normalizations, w=config.w, select_on=config.select_on,
-                             selection=config.selection, k=config.k, n_boot=config.n_boot, seed=config.seed,
-                             rule=config.rule)
+    result = evaluate(timed_cases)
     timing["evaluate"] = time.perf_counter() - t - timing["candidates"]
+
+    ceiling = result if (config.ceiling and is_oracle) else None
+    if want_ceiling:
+        t = time.perf_counter()
+        oracle = history_prior(split, "oracle").matrix(ds, users)
+        membership = ds.membership
+
+        def oracle_cases(name: str) -> CaseScores:
+            cases = kept.pop(name)
+            return replace(cases, aff=affinity(oracle, membership, cases.candidates.items))
+
+        ceiling = evaluate(oracle_cases)
+        timing["ceiling"] = time.perf_counter() - t
 
     return FusionRun(
         config=config,
@@ -258,6 +289,7 @@ def run_fusion(config: FusionConfig) -> FusionRun:
         cohort_sizes={"dev": int(len(dev)), "test": int(len(test))},
         timing=timing,
         data_summary=ds.summary() | {"item_slices": split.summary()["item_slices"]},
+        ceiling=ceiling,
     )
 
 

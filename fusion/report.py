@@ -55,13 +55,36 @@ def results_dict(run: FusionRun) -> dict:
             "w_source": r.w_source,
             "base": r.summary["base"],
             "fused": r.summary["fused"],
-            "lift": {
-                s: {key: v["relative"], "ci95": v["ci95"], f"{key}_absolute": v["absolute"], "p_value": v["p_value"], "n": v["n"]}
-                for s, v in r.lift.items()
-            },
+            "lift": {s: _lift_entry(v, key) for s, v in r.lift.items()},
             "sweep": r.sweep,
             "info": r.info,
         }
+    out["ceiling"] = ceiling_dict(run, out["candidates"]) if run.ceiling is not None else None
+    return out
+
+
+CEILING_NOTE = ("oracle prior: the user's held-out window itself (it contains the target item), fused under the "
+                "same selection rule; a ceiling for this vocabulary, not a result")
+
+
+def _lift_entry(v: dict, key: str) -> dict:
+    return {key: v["relative"], "ci95": v["ci95"], f"{key}_absolute": v["absolute"], "p_value": v["p_value"], "n": v["n"]}
+
+
+def ceiling_dict(run: FusionRun, prior_sets: dict) -> dict:
+    """The oracle ceiling per candidate set, and the share of its lift the prior reaches (``room_used``)."""
+    res = run.ceiling
+    key = metric_label("NDCG", res.k)
+    out = {"prior": "oracle", "uses_heldout": True, "note": CEILING_NOTE, "candidates": {}}
+    for name, r in res.sets.items():
+        lifts = {s: _lift_entry(v, key) for s, v in r.lift.items()}
+        used = {}
+        for s, v in lifts.items():
+            top, got = v[key], prior_sets[name]["lift"][s][key]
+            used[s] = float(got / top) if np.isfinite(top) and top > 0 and np.isfinite(got) else float("nan")
+        out["candidates"][name] = {"w": r.w, "normalization": r.normalization, "w_source": r.w_source,
+                                   "fused": r.summary["fused"], "lift": lifts, "room_used": used,
+                                   "dev_ndcg_at_selected": r.info.get("dev_ndcg_at_selected")}
     return out
 
 
@@ -129,7 +152,19 @@ def table_rows(results: dict, k: int) -> list[dict]:
                     "p": _fmt(lf["p_value"], 3) if not lf["p_value"] < 1e-3 else f"{lf['p_value']:.1e}",
                 }
             )
+            ceiling = (results.get("ceiling") or {}).get("candidates", {}).get(name)
+            if ceiling is not None:
+                cl = ceiling["lift"][s]
+                rows[-1][CEILING_COLUMN] = "nan" if np.isnan(cl[key]) else (
+                    f"{cl[key]:+.1%} [{cl['ci95'][0]:+.1%}, {cl['ci95'][1]:+.1%}] w={ceiling['w']}")
     return rows
+
+
+CEILING_COLUMN = "oracle ceiling† lift [CI] w"
+
+
+def ceiling_footnote(results: dict) -> str:
+    return f"† {CEILING_NOTE}." if results.get("ceiling") else ""
 
 
 def markdown(results: dict, k: int) -> str:
@@ -151,6 +186,8 @@ def markdown(results: dict, k: int) -> str:
         "|" + "---|" * len(cols),
     ]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    if results.get("ceiling"):
+        lines += ["", ceiling_footnote(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +198,8 @@ def console_table(results: dict, k: int) -> str:
     line = "  ".join(c.ljust(widths[c]) for c in cols)
     out = [line, "-" * len(line)]
     out += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols) for r in rows]
+    if results.get("ceiling"):
+        out.append(ceiling_footnote(results))
     return "\n".join(out)
 
 

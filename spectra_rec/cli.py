@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "dg": ("spectra_rec.probe.cli_dg", "direct-generation baseline (uniform on the decoded top-k)"),
     "rerank": ("spectra_rec.probe.cli_rerank", "Qwen3-Reranker-style pointwise baseline"),
     "evaluate": ("spectra_rec.evaluate.cli", "category-level metrics and report for prior tables"),
+    "taxonomy": ("spectra_rec.taxonomy.cli", "induce a finer category vocabulary (co-occurrence clusters, embedding clusters, SAE intents)"),
 }
 
 

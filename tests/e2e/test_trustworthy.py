@@ -7,14 +7,13 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from spectra_rec.data import load_dataset, split_dataset
 from spectra_rec.data.stage import data_identity
 from spectra_rec.data.synthetic import SyntheticConfig, make_synthetic
-from spectra_rec.errors import ConfigError, DataError, PriorTableError
+from spectra_rec.errors import DataError
 from spectra_rec.priors.history import history_prior
 
 SYN = SyntheticConfig(n_users=60, n_items=80, n_l1=2, n_l2=3, mean_interactions=15, seed=3)
