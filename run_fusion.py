@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
                    help="backbone bfloat16 autocast (RecBole's enable_amp); auto: on where the CPU has native bf16 "
                         "(AVX512-BF16 or AMX)")
+    p.add_argument("--backbone-threads", type=int,
+                   help="intra-op threads while the backbone trains (default: 1 for GRU4Rec, whose tiny recurrent "
+                        "kernels run faster on one; torch's default otherwise); speed only, not in the cache key")
     p.add_argument("--max-users", type=int, help="seeded subsample of evaluated users, for quick runs")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATE_SETS), choices=CANDIDATE_SETS)
     p.add_argument("--top-n", type=int, default=200, help="retrieval depth")
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
             model=args.model, dataset=str(args.dataset), category_field=args.category_field,
             split_ratio=args.split_ratio, taxonomy=args.taxonomy, prior=args.prior, w=args.w, epochs=args.epochs,
             patience=args.patience, detect_anomaly=args.detect_anomaly, dropout_kernel=args.dropout_kernel,
-            amp={"auto": None, "on": True, "off": False}[args.amp],
+            amp={"auto": None, "on": True, "off": False}[args.amp], backbone_threads=args.backbone_threads,
             **({"w_grid": tuple(args.w_grid)} if args.w_grid else {}),
             max_users=args.max_users, candidate_sets=tuple(args.candidates),
             select_on=args.select_on, selection=args.selection, rule=args.rule,

@@ -65,6 +65,10 @@ class BackboneConfig:
     dropout_kernel: str = "uniform"
     """How dropout masks are drawn: ``uniform`` (:class:`fusion.dropout.UniformDropout`, the same
     distribution without ``bernoulli_``'s slow CPU path) or ``bernoulli`` (RecBole's ``nn.Dropout``)."""
+    threads: int | None = None
+    """Intra-op threads while training. None: one for recurrent models (a GRU's many tiny kernels
+    spend more on thread hand-offs than they gain), PyTorch's default otherwise. Speed only: not in
+    the cache key."""
     amp: bool | None = None
     """Train under bfloat16 autocast (RecBole's ``enable_amp``). None: on for a CPU with native bf16
     (AVX512-BF16 or AMX), off elsewhere; the resolved value is part of the cache key."""
@@ -78,6 +82,8 @@ class BackboneConfig:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.patience is not None and self.patience < 0:
             raise ConfigError(f"--patience must be >= 0, got {self.patience}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--backbone-threads must be >= 1, got {self.threads}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
@@ -223,8 +229,23 @@ def _cache_fields(config: BackboneConfig) -> dict:
     """The configuration that changes a trained backbone (debug switches left out, ``amp`` resolved)."""
     d = asdict(config)
     d.pop("detect_anomaly")
+    d.pop("threads")
     d["amp"] = resolved_amp(config)
     return d
+
+
+SINGLE_THREAD_MODELS = ("GRU4Rec",)
+"""Recurrent backbones: on ml-100k one thread ran a GRU4Rec step in half the time of two
+(``benchmarks/profile_backbone.py``, variant ``threads1``)."""
+
+
+def resolved_threads(config: BackboneConfig) -> int:
+    """``config.threads``, or where it is None: 1 for :data:`SINGLE_THREAD_MODELS`, else torch's current count."""
+    import torch
+
+    if config.threads is not None:
+        return config.threads
+    return 1 if config.model in SINGLE_THREAD_MODELS else torch.get_num_threads()
 
 
 def resolved_amp(config: BackboneConfig) -> bool:
@@ -345,10 +366,15 @@ def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Pat
         rconfig["stopping_step"],
     )
     epoch_log = _EpochLogger(trainer, rconfig["epochs"], rconfig["stopping_step"])
-    with torch.autograd.set_detect_anomaly(config.detect_anomaly):
-        best_valid, _ = trainer.fit(
-            train_data, valid_data, verbose=False, saved=True, show_progress=_interactive(), callback_fn=epoch_log
-        )
+    threads, before = resolved_threads(config), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.autograd.set_detect_anomaly(config.detect_anomaly):
+            best_valid, _ = trainer.fit(
+                train_data, valid_data, verbose=False, saved=True, show_progress=_interactive(), callback_fn=epoch_log
+            )
+    finally:
+        torch.set_num_threads(before)
     train_seconds = time.perf_counter() - t0
 
     # torch >= 2.6 refuses RecBole's pickled Config under weights_only=True: load our own file, whose
@@ -375,6 +401,7 @@ def _train_quiet(split: Split, data_path: Path, config: BackboneConfig, out: Pat
         "valid_curve": epoch_log.curve,
         "anomaly_mode": epoch_log.anomaly_mode,
         "amp": bool(rconfig["enable_amp"]),
+        "threads": threads,
         "dropout_kernel": config.dropout_kernel,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(train_seconds / max(epoch_log.epochs, 1), 1),

@@ -74,6 +74,8 @@ class FusionConfig:
     """Backbone dropout masks: ``uniform`` (same distribution, no slow CPU ``bernoulli_``) or ``bernoulli``."""
     amp: bool | None = None
     """Backbone bfloat16 autocast; None: on where the CPU computes bf16 natively."""
+    backbone_threads: int | None = None
+    """Intra-op threads while the backbone trains; None: 1 for GRU4Rec, torch's default otherwise."""
     max_users: int | None = None
     """Seeded subsample of the evaluated users (quick runs); the backbone still trains on all."""
     dev_fraction: float = 0.2
@@ -146,7 +148,8 @@ class FusionConfig:
     def backbone_config(self) -> BackboneConfig:
         return BackboneConfig(model=self.model, epochs=self.epochs, patience=self.patience, seed=self.backbone_seed,
                               device=self.device, overrides=self.backbone_overrides,
-                              detect_anomaly=self.detect_anomaly, dropout_kernel=self.dropout_kernel, amp=self.amp)
+                              detect_anomaly=self.detect_anomaly, dropout_kernel=self.dropout_kernel, amp=self.amp,
+                              threads=self.backbone_threads)
 
     def prior_label(self) -> str:
         p = Path(self.prior)

@@ -138,3 +138,23 @@ def test_shipped_yaml_layers_have_no_unknown_keys():
         warnings.simplefilter("error", ConfigWarning)
         for model in bb.SUPPORTED_MODELS:
             bb.resolved_yaml(model, "ml-100k")
+
+
+def test_training_threads_are_recorded_restored_and_left_out_of_the_cache_key(syn, tmp_path):
+    import torch
+
+    from fusion.backbones import backbone_stage_config, resolved_threads
+
+    split, data_folder, _ = syn
+    before = torch.get_num_threads()
+    assert resolved_threads(BackboneConfig("GRU4Rec")) == 1  # recurrent: one thread by default
+    assert resolved_threads(BackboneConfig("SASRec")) == before
+    assert resolved_threads(BackboneConfig("SASRec", threads=3)) == 3
+    one = backbone_stage(split, data_folder, BackboneConfig("GRU4Rec", epochs=1, overrides=TINY), tmp_path)
+    assert json.loads((one.folder / "recbole_metrics.json").read_text())["threads"] == 1
+    assert torch.get_num_threads() == before  # restored for the stages that follow
+    keys = {json.dumps(backbone_stage_config(BackboneConfig("GRU4Rec", overrides=TINY, threads=n), split.dataset.name,
+                                             data_folder), sort_keys=True) for n in (None, 1, 2)}
+    assert len(keys) == 1
+    with pytest.raises(ConfigError, match=r"--backbone-threads must be >= 1, got 0"):
+        BackboneConfig(threads=0)
