@@ -11,6 +11,7 @@ tolerance, and RecBole retraining, compared exactly as arrays.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,9 +36,22 @@ RNG = np.random.default_rng(13)
 def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS") or "1"
     env["TQDM_DISABLE"] = "1"
     return env
+
+
+@contextlib.contextmanager
+def subprocess_threads():
+    """This process's torch on the killed subprocess's thread count (``_env``): the same reduction order, the same floats."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(_env()["OMP_NUM_THREADS"]))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_and_kill(code: str, ready, tmp: Path, jitter: float = 0.0, timeout: float = 300.0) -> None:
@@ -255,12 +269,12 @@ def test_probe_killed_mid_cohort_resumes_from_the_users_written(tmp_path, refere
         ds, split = tiny_data()
         spectra_prior(ds, split, {str(runs)!r}, "logit", adapter={str(sft)!r}, progress=False)
     """, exists("probe/.*/prior.parquet.parts/shard-*/chunk-*.parquet", runs), tmp_path, jitter=0.05)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), subprocess_threads():
         got = spectra_prior(ds, split, runs, "logit", **kw)
+        ref = spectra_prior(ds, split, ref_runs, "logit", **kw)
     assert "resuming," in caplog.text and "users already done" in caplog.text
     done = int(caplog.text.split("resuming, ")[1].split(" of")[0])
     assert done > 0
-    ref = spectra_prior(ds, split, ref_runs, "logit", **kw)
     assert leftovers(runs) == []
     np.testing.assert_array_equal(got.probs, ref.probs)
     (a,), (b,) = (list((r / "probe").glob("*/prior.parquet")) for r in (runs, ref_runs))
