@@ -1,10 +1,9 @@
 """A cheaper dropout mask for RecBole's models on CPU, with the same distribution.
 
-``torch.nn.Dropout`` draws its mask with ``bernoulli_``. On CPU, PyTorch takes a fast vectorised
-path for that only on Intel processors with MKL; elsewhere it draws one double per element,
-serially, and on an AMD EPYC that was 29% of a SASRec training step's self CPU time
-(``benchmarks/profile_backbone.py``). ``torch.rand`` is vectorised everywhere, and
-``rand < 1 - p`` is a Bernoulli(1 - p) keep mask (to float32's 2^-24 resolution), so
+``torch.nn.Dropout`` draws its mask with ``bernoulli_``, which on the AMD EPYC CPUs this was
+measured on ran serially: 29% of a SASRec training step's self CPU time
+(``benchmarks/profile_backbone.py``); PyTorch has a faster MKL path for it that some CPUs take.
+``torch.rand`` is vectorised, and ``rand < 1 - p`` is a Bernoulli(1 - p) keep mask (to float32's 2^-24 resolution), so
 :class:`UniformDropout` keeps ``nn.Dropout``'s semantics: in training it zeroes each element with
 probability ``p`` and scales the kept ones by ``1 / (1 - p)``; in eval it is the identity.
 

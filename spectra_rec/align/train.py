@@ -272,7 +272,7 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         # the HF Trainer would train one step past max_steps.
         from transformers import TrainerState
 
-        trainer._load_from_checkpoint(resume)
+        trainer._load_from_checkpoint(resume)  # the Trainer's own resume loader (full or peft weights)
         trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
         logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         training_loss = float(np.mean(logged)) if logged else float("nan")
