@@ -2,26 +2,28 @@
 # The default aligned model's best readout fused into a backbone, next to the history priors.
 #
 #   RUNS=runs MODEL=SASRec bash benchmarks/fuse_default.sh     # aligns the default model first if it is not cached
+#   READOUT=logit bash benchmarks/fuse_default.sh               # another readout
 #
-# The readout is the logit (yes/no) probe with tau fitted on the dev cohort (--tau auto), the best
-# readout on dev in benchmarks/eval_default.sh. Each prior runs the main job with the same backbone,
+# The readout (default: name, the best on the dev cohort in benchmarks/eval_default.sh) is probed with
+# tau fitted on the dev cohort (--tau auto). Each prior runs the main job with the same backbone,
 # cohorts and dev-chosen (normalization, w); the per-slice tables are in $RUNS/fuse-default/<prior>/results.md.
 # Not part of the test pass/fail.
 set -euo pipefail
 RUNS=${RUNS:-runs}
 PY=${PY:-python}
 MODEL=${MODEL:-SASRec}
+READOUT=${READOUT:-name}
 OUT=$RUNS/fuse-default
 mkdir -p "$OUT"
 ADAPTER=$($PY -m spectra_rec.cli align --dataset ml-100k --runs "$RUNS" | sed -n 's/^sft folder: //p')
 echo "adapter: $ADAPTER"
-$PY -m spectra_rec.cli probe --dataset ml-100k --runs "$RUNS" --adapter "$ADAPTER" --readout logit --tau auto \
-  --out "$OUT/spectra-logit-auto.parquet" --no-progress
-for prior in uhf uhf-decay "$OUT/spectra-logit-auto.parquet"; do
+$PY -m spectra_rec.cli probe --dataset ml-100k --runs "$RUNS" --adapter "$ADAPTER" --readout "$READOUT" --tau auto \
+  --out "$OUT/spectra-$READOUT-auto.parquet" --no-progress
+for prior in uhf uhf-decay "$OUT/spectra-$READOUT-auto.parquet"; do
   name=$(basename "$prior" .parquet)
   $PY run_fusion.py --model "$MODEL" --runs "$RUNS" --prior "$prior" --out "$OUT/$MODEL-$name"
 done
-for name in uhf uhf-decay spectra-logit-auto; do
+for name in uhf uhf-decay "spectra-$READOUT-auto"; do
   echo; echo "== $MODEL + $name (test cohort) =="
   tail -n +3 "$OUT/$MODEL-$name/results.md"
 done

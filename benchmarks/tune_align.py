@@ -31,7 +31,11 @@ def candidates():
     from spectra_rec.text.corpus import SFTConfig
 
     base = AlignConfig()
-    old_sft = replace(base.sft, context_items=10, refs_per_user=3, examples_per_ref=1, readout_loss=())
+    old_sft = replace(base.sft, context_items=10, refs_per_user=3, examples_per_ref=1, readout_loss=(),
+                      refs_per_row=1, ref_range=(0.0, 1.0), history_weight=0.0)
+    # the packed readout SFT as it was before rows shared a prefix: one point per row, anywhere in the
+    # window, no history question (fp32; "-bf16" with bf16 autocast)
+    packed = replace(base.sft, refs_per_user=2, refs_per_row=1, ref_range=(0.0, 1.0), history_weight=0.0)
 
     def cand(cpt_epochs, sft=None, sft_epochs=None, sft_lr=None, **kw):
         return replace(base, cpt_train=replace(base.cpt_train, epochs=cpt_epochs), sft=sft or base.sft,
@@ -40,17 +44,22 @@ def candidates():
 
     return {
         # the previous default: CPT 1.5 epochs, LoRA SFT 3 epochs on 1 sampled answer per reference point
-        "previous": cand(1.5, old_sft, 3.0, 2e-3, sft_mode="lora"),
-        # full SFT with the readout losses on packed reference points, 20-item context
-        "packed-ctx20": cand(0.3, replace(base.sft, context_items=20, refs_per_user=2, examples_per_ref=1,
-                                          readout_loss=READOUTS), 1.0, 3e-3),
-        # the default, but its one sampled example per packed row drawn with SFTConfig's plain mixture
-        # (DG 0.1): too few DG lists for DG to stop repeating categories
-        "default-dg0.1": replace(base, sft=replace(base.sft, mixture=SFTConfig().mixture)),
+        "previous": cand(1.5, old_sft, 3.0, 2e-3, sft_mode="lora", bf16=False),
+        # the packed readout SFT with one point per row (the default of the last release), and its DG share
+        "packed": replace(base, sft=packed, bf16=False),
+        "packed-dg0.1": replace(base, sft=replace(packed, mixture=SFTConfig().mixture), bf16=False),
+        "packed-bf16": replace(base, sft=packed, bf16=True),
+        # targets from the next 20 interactions only, and at least 10 of context
+        "packed-h20-bf16": replace(base, sft=replace(packed, horizon=20, min_context=10), bf16=True),
+        # twice the reference points per user
+        "packed-refs4-bf16": replace(base, sft=replace(packed, refs_per_user=4), bf16=True),
+        # three points per row (one history pass), 4 rows per user, and the history question
+        "rows3-u4-hist-bf16": replace(base, sft=replace(base.sft, ref_range=(0.0, 1.0)), bf16=True),
+        # the default with the history question weighted 3 and 3 rows per user (a shorter SFT)
+        "rows3-u3-late-hist3-bf16": replace(base, sft=replace(base.sft, refs_per_user=3, history_weight=3.0), bf16=True),
+        # the default: rows3-u4 with the rows' last points at 50-90% of the window; bf16 where the CPU has it
         "default": base,
-        # twice the reference points per user (more SFT passes over each history), with bf16 autocast
-        # on a CPU that has native bf16 to pay for them
-        "refs4-bf16": replace(base, sft=replace(base.sft, refs_per_user=4), bf16=True),
+        "default-bf16": replace(base, bf16=True),
     }
 
 

@@ -258,9 +258,9 @@ def resolved_amp(config: BackboneConfig) -> bool:
         return bool(config.amp)
     if config.device != "cpu":
         return False
-    import torch
+    from spectra_rec.align.model import native_cpu_bf16
 
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return native_cpu_bf16()
 
 
 def load_backbone(folder: Path, model: str, n_users: int, n_items: int) -> Backbone:

@@ -39,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="B", help="batch sizes of CPT and SFT")
     p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (both phases)")
     p.add_argument("--context-items", type=int, default=None, help="N: interactions of SFT context")
-    p.add_argument("--refs-per-user", type=int, default=None, help="SFT reference points per user")
+    p.add_argument("--refs-per-user", type=int, default=None, help="SFT rows (last reference points) per user")
+    p.add_argument("--refs-per-row", type=int, default=None,
+                   help="SFT reference points that share one history prefix (packed readout SFT)")
     p.add_argument("--mixture", default=None, metavar="JSON",
                    help='SFT format mixture, e.g. \'{"name": 0.4, "yes_no": 0.3, "choice": 0.2, "dg": 0.1}\'')
     p.add_argument("--max-length", type=int, default=None, help="tokens per training sequence")
@@ -48,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-dropout", type=float, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (default: on CUDA GPUs that support it)")
+    p.add_argument("--bf16", nargs="?", const="on", choices=("auto", "on", "off"), default=None,
+                   help="bf16 autocast in training (default auto: on CUDA GPUs that support it and on CPUs with "
+                        "native bf16; a bare --bf16 means on)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in backward: less memory for large base models")
     p.add_argument("--seed", type=int, default=0)
@@ -70,8 +74,10 @@ def config_from_args(args) -> AlignConfig:
         changes["base_model"] = str(Path(args.base_model).expanduser())
     if args.trust_remote_code:
         changes["trust_remote_code"] = True
-    if getattr(args, "bf16", False):
-        changes["bf16"] = True
+    if getattr(args, "bf16", None) in ("on", "off"):
+        changes["bf16"] = args.bf16 == "on"
+    elif getattr(args, "bf16", None) == "auto":
+        changes["bf16"] = None
     if getattr(args, "gradient_checkpointing", False):
         changes["gradient_checkpointing"] = True
     if args.max_users is not None:
@@ -98,6 +104,8 @@ def config_from_args(args) -> AlignConfig:
         sft["context_items"] = args.context_items
     if args.refs_per_user is not None:
         sft["refs_per_user"] = args.refs_per_user
+    if args.refs_per_row is not None:
+        sft["refs_per_row"] = args.refs_per_row
     if args.mixture is not None:
         sft["mixture"] = json.loads(args.mixture)
     if sft:

@@ -22,13 +22,14 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from spectra_rec import artifacts
 from spectra_rec.align.config import STAGES, AlignConfig
+from spectra_rec.align.train import resolve_bf16
 from spectra_rec.errors import ConfigError
 from spectra_rec.text import corpus as C
 from spectra_rec.text import templates as T
@@ -192,9 +193,9 @@ def _common(ds, split, config: AlignConfig, users, val_users, runs: Path | None 
         "val_fraction": config.val_fraction,
         "max_length": config.max_length,
         "users_digest": artifacts.config_hash({"train": users.tolist(), "val": val_users.tolist()}),
-        # precision and checkpointing change the trained weights: in the key, but only when set, so that
-        # folders cached before these options existed keep their hash
-        **({"bf16": config.bf16} if config.bf16 is not None else {}),
+        # precision changes the trained weights, and the default resolves per machine: the resolved value
+        "bf16": resolve_bf16(config.bf16),
+        # checkpointing: in the key only when set, so that folders cached before the option keep their hash
         **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
         # DDP multiplies the effective batch by the number of processes: a different model
         **({"world_size": _world_size()} if _world_size() > 1 else {}),
@@ -303,8 +304,6 @@ def run_cpt(ds, split, config: AlignConfig, runs: Path, fresh: bool, device: str
 
 
 def _no_items(corpus_config):
-    from dataclasses import replace
-
     return replace(corpus_config, include_items=False)
 
 
@@ -408,14 +407,18 @@ def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Pa
             from spectra_rec.align import readout_sft as R
 
             spec = R.readout_spec(tokenizer, ds)
-            train_set = R.pack_reference_points(tokenizer, spec, points, config.sft.readout_loss, config.max_length)
+            history = config.sft.history_weight > 0
+            train_set = R.pack_reference_points(tokenizer, spec, points, config.sft.readout_loss, config.max_length,
+                                                history=history)
             # the readouts' KL alone on held-out users: the packed rows without their answer tokens
-            val_reads = [C.ReferencePoint(rp.user, rp.ref, rp.prefix, rp.target, rp.dropped, ()) for rp in val_points]
+            val_reads = [replace(rp, questions=()) for rp in val_points]
             if val_reads:
                 eval_sets["val_readouts"] = R.pack_reference_points(tokenizer, spec, val_reads,
-                                                                    config.sft.readout_loss, config.max_length)
+                                                                    config.sft.readout_loss, config.max_length,
+                                                                    history=history)
             extra_train = {"collator": R.PackedCollator(tokenizer.pad_token_id),
-                           "trainer_class": lambda base: R.trainer_class(spec, config.sft.readout_weight, base)}
+                           "trainer_class": lambda base: R.trainer_class(spec, config.sft.readout_weight, base,
+                                                                         config.sft.history_weight)}
         else:
             train_set = encode_examples(tokenizer, examples, config.max_length)
         dropped = np.array([e.dropped for e in examples])

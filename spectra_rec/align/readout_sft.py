@@ -5,11 +5,20 @@ One training row per (user, reference point)::
 
     [bos + history prefix] [question 1 (+ answer)] [question 2 (+ answer)] ...
 
-Each question block attends to the prefix and to itself only (a block-diagonal 4-D attention
-mask) and its position ids continue from the prefix's end, so every block sees exactly the
-tokens and positions it would see alone after the prefix: the probe's prompt, token for token
-(the prefix and the question are tokenized apart, as the probe does). One forward pass then
-gives
+Each question block attends to the prefix and to itself only (a 4-D attention mask over a tree
+of segments) and its position ids continue from the prefix's end, so every block sees exactly
+the tokens and positions it would see alone after the prefix: the probe's prompt, token for
+token (the prefix and the question are tokenized apart, as the probe does). Two shares make
+rows cheaper without changing what any question sees:
+
+- the K yes/no questions differ only in their ends, so their common first tokens are one stem
+  segment and each category's tail attends to the prefix, the stem and itself; the name
+  question is one segment, and each multi-token name's later tokens hang under it;
+- several reference points of one user can share a row (``SFTConfig.refs_per_row``): the
+  prefix is cut at each point's last history token, and that point's questions attend to the
+  prefix up to the cut only.
+
+One forward pass then gives
 
 - the answer-token loss of the reference point's sampled examples (``SFTConfig.examples_per_ref``,
   every format, DG lists included), as plain SFT would;
@@ -53,6 +62,16 @@ class ReadoutSpec:
     yes_no: tuple[tuple[int, ...], ...]
     choice: tuple[tuple[int, ...], ...]
     name_question: tuple[int, ...]
+    history_question: tuple[int, ...] = ()
+    """Tokens of ``templates.history_question()`` (the auxiliary history loss, read as the name readout)."""
+
+    @property
+    def yes_no_stem(self) -> int:
+        """Leading tokens every yes/no question shares (the K questions differ only after them)."""
+        first, n = self.yes_no[0], 0
+        while n < len(first) - 1 and all(len(q) > n + 1 and q[n] == first[n] for q in self.yes_no):
+            n += 1
+        return n
 
 
 def readout_spec(tokenizer, dataset) -> ReadoutSpec:
@@ -89,69 +108,140 @@ def readout_spec(tokenizer, dataset) -> ReadoutSpec:
         yes_no=tuple(enc(T.yes_no_question(c)) for c in cats),
         choice=choice,
         name_question=enc(nq),
+        history_question=enc(T.history_question()),
     )
 
 
+def _rows_of(points: Sequence) -> list[list]:
+    """Reference points grouped into rows: consecutive points of one user with the same ``row`` (>= 0)."""
+    rows: list[list] = []
+    for rp in points:
+        key = (rp.user, rp.row)
+        if rows and rp.row >= 0 and (rows[-1][-1].user, rows[-1][-1].row) == key:
+            rows[-1].append(rp)
+        else:
+            rows.append([rp])
+    return rows
+
+
+class _Row:
+    """One packed row under construction: tokens, positions, labels and the segment tree."""
+
+    def __init__(self):
+        self.ids: list[int] = []
+        self.pos: list[int] = []
+        self.seg: list[int] = []
+        self.labels: list[int] = []
+        self.parents: list[int] = []
+
+    def segment(self, tokens, parent: int, start_pos: int, label_from: int | None = None) -> tuple[int, int]:
+        """Append a segment that attends to ``parent``'s chain; returns (its id, the row index of its first token)."""
+        s, start = len(self.parents), len(self.ids)
+        self.parents.append(parent)
+        self.ids.extend(tokens)
+        self.pos.extend(range(start_pos, start_pos + len(tokens)))
+        self.seg.extend([s] * len(tokens))
+        lab = [IGNORE] * len(tokens)
+        if label_from is not None:
+            # position j predicts token j + 1: the answer tokens are the labels of the positions before them
+            for j in range(label_from, len(tokens)):
+                lab[j - 1] = tokens[j]
+        self.labels.extend(lab)
+        return s, start
+
+
+def _name_reads(row: _Row, spec: ReadoutSpec, question: Sequence[int], parent: int, P: int) -> list[list[int]]:
+    """Append a name-style question; per category, the positions that read its name's tokens.
+
+    A name's first token is read after the question; a multi-token name's later tokens after its
+    own earlier ones, in a segment under the question.
+    """
+    q = list(question)
+    s_q, first = row.segment(q, parent, P)
+    reads = []
+    for n in spec.names:
+        tail = row.segment(list(n[:-1]), s_q, P + len(q))[1] if len(n) > 1 else None
+        reads.append([first + len(q) - 1] + [tail + j for j in range(len(n) - 1)])
+    return reads
+
+
 def pack_reference_points(tokenizer, spec: ReadoutSpec, points: Sequence, readouts: Sequence[str],
-                          max_length: int) -> ListDataset:
-    """One packed row per reference point (see the module docstring); ``readouts`` may be empty."""
+                          max_length: int, history: bool = False) -> ListDataset:
+    """One packed row per row of reference points (see the module docstring); ``readouts`` may be empty.
+
+    ``history``: also ask ``templates.history_question()`` after each point's prefix (the auxiliary
+    history loss; its target is the point's ``history``).
+    """
     eos = tokenizer.eos_token_id
-    rows = []
-    prefixes = tokenizer([rp.prefix for rp in points])["input_ids"]
-    for rp, prefix in zip(points, prefixes):
-        P = len(prefix)
-        ids, pos, seg, labels = list(prefix), list(range(P)), [0] * P, [IGNORE] * P
-        reads: dict = {}
+    stem = spec.yes_no_stem
+    out = []
+    groups = _rows_of(points)
+    encoded = tokenizer([g[-1].prefix for g in groups])["input_ids"]
+    for group, prefix in zip(groups, encoded):
+        row = _Row()
+        # the prefix, cut after each point's history: segment j holds the tokens between cut j-1 and cut j
+        cuts = [len(prefix)]
+        if len(group) > 1:
+            cuts = [len(t) for t in tokenizer([rp.prefix for rp in group[:-1]])["input_ids"]] + cuts
+            for rp, n in zip(group[:-1], cuts):
+                if list(tokenizer(rp.prefix)["input_ids"]) != list(prefix[:n]):
+                    raise ConfigError(f"packed SFT row: the prefix of reference point {rp.ref} of user {rp.user} "
+                                      "does not tokenize as the start of its row's prefix")
+        cut_segs, at = [], 0
+        for n in cuts:
+            cut_segs.append(row.segment(prefix[at:n], cut_segs[-1] if cut_segs else -1, at)[0])
+            at = n
+        refs = []
+        for rp, P, parent in zip(group, cuts, cut_segs):
+            reads: dict = {}
+            for fmt, q, a in rp.questions:
+                qt = tokenizer(q, add_special_tokens=False)["input_ids"]
+                at_ = tokenizer(a, add_special_tokens=False)["input_ids"] + [eos]
+                row.segment(qt + at_, parent, P, label_from=len(qt))
+                row.labels[-1] = IGNORE  # the eos predicts nothing
+            if "logit" in readouts:
+                if stem:
+                    s_stem, _ = row.segment(list(spec.yes_no[0][:stem]), parent, P)
+                    reads["yn"] = [row.segment(q[stem:], s_stem, P + stem)[1] + len(q) - stem - 1 for q in spec.yes_no]
+                else:
+                    reads["yn"] = [row.segment(q, parent, P)[1] + len(q) - 1 for q in spec.yes_no]
+            if "choice" in readouts:
+                reads["ch"] = [row.segment(q, parent, P)[1] + len(q) - 1 for q in spec.choice]
+            if "name" in readouts:
+                reads["nm"] = _name_reads(row, spec, spec.name_question, parent, P)
+            extra = {}
+            if history and rp.history is not None:
+                reads["hs"] = _name_reads(row, spec, spec.history_question, parent, P)
+                extra["history"] = np.asarray(rp.history, dtype=np.float32).tolist()
+            if reads:
+                refs.append({"reads": reads, "target": np.asarray(rp.target, dtype=np.float32).tolist(), **extra})
+        packed = {"input_ids": row.ids, "labels": row.labels, "position_ids": row.pos, "segments": row.seg,
+                  "parents": row.parents, "format": "packed"}
+        if refs:
+            packed["refs"] = refs
+        if max(row.pos) >= max_length:
+            raise ConfigError(f"packed SFT row: position {max(row.pos)} exceeds max_length {max_length}")
+        out.append(packed)
+    return ListDataset(out)
 
-        def block(tokens, label_from: int | None = None) -> int:
-            """Append a question block; returns the index of its first token in the row."""
-            start = len(ids)
-            s = len(set(seg))  # a fresh segment id
-            ids.extend(tokens)
-            pos.extend(range(P, P + len(tokens)))
-            seg.extend([s] * len(tokens))
-            lab = [IGNORE] * len(tokens)
-            if label_from is not None:
-                # position j predicts token j + 1: the answer tokens are the labels of the positions before them
-                for j in range(label_from, len(tokens)):
-                    lab[j - 1] = tokens[j]
-            labels.extend(lab)
-            return start
 
-        for fmt, q, a in rp.questions:
-            qt = tokenizer(q, add_special_tokens=False)["input_ids"]
-            at = tokenizer(a, add_special_tokens=False)["input_ids"] + [eos]
-            block(qt + at, label_from=len(qt))
-            labels[-1] = IGNORE  # the eos predicts nothing
-        if "logit" in readouts:
-            reads["yn"] = [block(q) + len(q) - 1 for q in spec.yes_no]
-        if "choice" in readouts:
-            reads["ch"] = [block(q) + len(q) - 1 for q in spec.choice]
-        if "name" in readouts:
-            nq = list(spec.name_question)
-            if all(len(n) == 1 for n in spec.names):
-                at = block(nq) + len(nq) - 1
-                reads["nm"] = [[at] for _ in spec.names]
-            else:  # multi-token names: one block per name, reading each of its tokens
-                reads["nm"] = []
-                for n in spec.names:
-                    s = block(nq + list(n[:-1]))
-                    reads["nm"].append([s + len(nq) - 1 + j for j in range(len(n))])
-        row = {"input_ids": ids, "labels": labels, "position_ids": pos, "segments": seg, "format": "packed"}
-        if reads:
-            row["reads"] = reads
-            row["target"] = np.asarray(rp.target, dtype=np.float32).tolist()
-        if max(pos) >= max_length:
-            raise ConfigError(f"packed SFT row: position {max(pos)} exceeds max_length {max_length}")
-        rows.append(row)
-    return ListDataset(rows)
+def visible(row: dict, index: int) -> tuple[list[int], list[int]]:
+    """(tokens, position ids) that row position ``index`` attends to, in order: what the model sees there."""
+    parents, seg = row["parents"], row["segments"]
+    chain, s = set(), seg[index]
+    while s >= 0:
+        chain.add(s)
+        s = parents[s]
+    keep = [j for j in range(index + 1) if seg[j] in chain]
+    return [row["input_ids"][j] for j in keep], [row["position_ids"][j] for j in keep]
 
 
 class PackedCollator:
-    """Right-pads packed rows (and plain ``input_ids``/``labels`` rows) and builds the 4-D block mask.
+    """Right-pads packed rows (and plain ``input_ids``/``labels`` rows) and builds the 4-D segment-tree mask.
 
-    Labels come out shifted (position j predicts ``labels[j]``). The mask travels as ``block_mask``,
-    not ``attention_mask``, so the Trainer's token count reads the ids, not a 4-D mask.
+    Position q attends to position k <= q when k's segment is q's or one of its ancestors. Labels
+    come out shifted (position j predicts ``labels[j]``). The mask travels as ``block_mask``, not
+    ``attention_mask``, so the Trainer's token count reads the ids, not a 4-D mask.
     """
 
     def __init__(self, pad_token_id: int):
@@ -162,10 +252,12 @@ class PackedCollator:
 
         B = len(rows)
         L = max(len(r["input_ids"]) for r in rows)
+        S = max(len(r.get("parents", [-1])) for r in rows)
         ids = torch.full((B, L), self.pad, dtype=torch.long)
         labels = torch.full((B, L), IGNORE, dtype=torch.long)
         pos = torch.zeros((B, L), dtype=torch.long)
-        seg = torch.full((B, L), -1, dtype=torch.long)
+        seg = torch.full((B, L), S, dtype=torch.long)  # pads: segment S, which nothing sees
+        anc = torch.zeros((B, S + 1, S + 1), dtype=torch.bool)  # anc[b, s, t]: t is s or an ancestor of s
         for b, r in enumerate(rows):
             n = len(r["input_ids"])
             ids[b, :n] = torch.tensor(r["input_ids"])
@@ -173,20 +265,25 @@ class PackedCollator:
                 labels[b, :n] = torch.tensor(r["labels"])
                 pos[b, :n] = torch.tensor(r["position_ids"])
                 seg[b, :n] = torch.tensor(r["segments"])
+                parents = r["parents"]
             else:  # a plain row: HF labels (the token itself), shifted to "position j predicts labels[j]"
                 labels[b, : n - 1] = torch.tensor(r["labels"][1:])
                 labels[b, n - 1] = IGNORE
                 pos[b, :n] = torch.arange(n)
                 seg[b, :n] = 0
+                parents = [-1]
+            for s in range(len(parents)):
+                t = s
+                while t >= 0:
+                    anc[b, s, t] = True
+                    t = parents[t]
             pos[b, n:] = torch.arange(L - n) + (int(pos[b, n - 1]) + 1 if n else 0)
         causal = torch.ones((L, L), dtype=torch.bool).tril()
-        q, k = seg[:, :, None], seg[:, None, :]
-        mask = causal & (k >= 0) & ((k == 0) | (q == k))
+        mask = causal & anc[torch.arange(B)[:, None, None], seg[:, :, None], seg[:, None, :]]
         mask |= torch.eye(L, dtype=torch.bool)  # pad queries attend to themselves (no empty softmax row)
         batch = {"input_ids": ids, "labels": labels, "position_ids": pos, "block_mask": mask[:, None]}
-        if any("reads" in r for r in rows):
-            batch["reads"] = [r.get("reads") for r in rows]
-            batch["target"] = [r.get("target") for r in rows]
+        if any("refs" in r for r in rows):
+            batch["refs"] = [r.get("refs", []) for r in rows]
         return batch
 
 
@@ -207,18 +304,19 @@ def readout_logprobs(logp_at, spec: ReadoutSpec, reads: dict):
             row = lp[b, list(spec.letters[: len(blk)])]
             s = s.index_copy(0, torch.tensor(blk), row - row[0] if anchored else row)
         out["choice"] = torch.log_softmax(s, -1)
-    if "nm" in reads:
-        flat = [p for ps in reads["nm"] for p in ps]
-        lp = logp_at(flat)
-        toks = torch.tensor([t for n in spec.names for t in n])
-        per = lp[torch.arange(len(flat)), toks]
-        owner = torch.tensor([c for c, n in enumerate(spec.names) for _ in n])
-        s = per.new_zeros(spec.K).index_add(0, owner, per)
-        out["name"] = torch.log_softmax(s, -1)
+    for key, name in (("nm", "name"), ("hs", "history")):
+        if key in reads:
+            flat = [p for ps in reads[key] for p in ps]
+            lp = logp_at(flat)
+            toks = torch.tensor([t for n in spec.names for t in n])
+            per = lp[torch.arange(len(flat)), toks]
+            owner = torch.tensor([c for c, n in enumerate(spec.names) for _ in n])
+            s = per.new_zeros(spec.K).index_add(0, owner, per)
+            out[name] = torch.log_softmax(s, -1)
     return out
 
 
-def packed_loss(model, batch: dict, spec: ReadoutSpec | None, readout_weight: float):
+def packed_loss(model, batch: dict, spec: ReadoutSpec | None, readout_weight: float, history_weight: float = 0.0):
     """(total loss, {component: value}) of one collated batch."""
     import torch
 
@@ -235,29 +333,29 @@ def packed_loss(model, batch: dict, spec: ReadoutSpec | None, readout_weight: fl
         lm = torch.nn.functional.cross_entropy(logits, labels[keep])
         parts["answer"] = lm
         total = total + lm
-    reads = batch.get("reads")
-    if reads and spec is not None and readout_weight > 0:
-        kls = []
-        for b, (r, f) in enumerate(zip(reads, batch["target"])):
-            if not r:
-                continue
-            f = torch.tensor(f, dtype=torch.float32)
-            logf = torch.log(f.clamp_min(1e-12))
+    rows = batch.get("refs")
+    if rows and spec is not None and (readout_weight > 0 or history_weight > 0):
+        kls, n_refs = [], 0
+        for b, refs in enumerate(rows):
+            for ref in refs:
+                n_refs += 1
 
-            def logp_at(positions, b=b):
-                return torch.log_softmax(head(hidden[b, list(positions)]).float(), -1)
+                def logp_at(positions, b=b):
+                    return torch.log_softmax(head(hidden[b, list(positions)]).float(), -1)
 
-            for name, lp in readout_logprobs(logp_at, spec, r).items():
-                kl = (f * (logf - lp)).sum()
-                kls.append(kl)
-                parts.setdefault(f"kl_{name}", []).append(kl.detach())
+                for name, lp in readout_logprobs(logp_at, spec, ref["reads"]).items():
+                    f = torch.tensor(ref["history" if name == "history" else "target"], dtype=torch.float32)
+                    kl = (f * (torch.log(f.clamp_min(1e-12)) - lp)).sum()
+                    kls.append((history_weight if name == "history" else readout_weight) * kl)
+                    parts.setdefault(f"kl_{name}", []).append(kl.detach())
         if kls:
-            total = total + readout_weight * torch.stack(kls).sum() / len(reads)
+            # mean over reference points, so rows that share a prefix weigh each point as a row of its own would
+            total = total + torch.stack(kls).sum() / n_refs
     parts = {k: (torch.stack(v).mean() if isinstance(v, list) else v.detach()) for k, v in parts.items()}
     return total, parts
 
 
-def trainer_class(spec: ReadoutSpec | None, readout_weight: float, base=None):
+def trainer_class(spec: ReadoutSpec | None, readout_weight: float, base=None, history_weight: float = 0.0):
     """A subclass of ``base`` (default ``transformers.Trainer``) whose loss is :func:`packed_loss`."""
     if base is None:
         from transformers import Trainer as base
@@ -266,18 +364,18 @@ def trainer_class(spec: ReadoutSpec | None, readout_weight: float, base=None):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
             inputs.pop("format", None)
-            loss, _ = packed_loss(model, inputs, spec, readout_weight)
+            loss, _ = packed_loss(model, inputs, spec, readout_weight, history_weight)
             return (loss, {}) if return_outputs else loss
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
             import torch
 
             with torch.no_grad():
-                loss, _ = packed_loss(model, dict(inputs), spec, readout_weight)
+                loss, _ = packed_loss(model, dict(inputs), spec, readout_weight, history_weight)
             return loss.detach(), None, None
 
         def _prepare_inputs(self, inputs):
-            # reads / targets are python lists: move only the tensors
+            # the reference points' reads and targets are python lists: move only the tensors
             return {k: (v.to(self.args.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
 
     return PackedTrainer

@@ -123,11 +123,15 @@ class Collator:
 
 
 def resolve_bf16(bf16: bool | None) -> bool:
-    """None: bf16 on a CUDA GPU that supports it; True on CPU needs a CPU torch can run bf16 on."""
+    """None: bf16 autocast on a CUDA GPU that supports it, and on a CPU that computes bf16 natively."""
     import torch
 
     if bf16 is None:
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if torch.cuda.is_available():
+            return bool(torch.cuda.is_bf16_supported())
+        from spectra_rec.align.model import native_cpu_bf16
+
+        return native_cpu_bf16()
     return bool(bf16)
 
 
@@ -280,6 +284,10 @@ def train(model, tokenizer, train_set: ListDataset, eval_sets: dict[str, ListDat
         training_loss = trainer.train(resume_from_checkpoint=resume).training_loss
     seconds = time.perf_counter() - t0
     after = _evaluate(trainer, eval_sets)
+    # Mixed precision wraps the model's forward in autocast; the trained model goes on in fp32 (as it loads from disk)
+    from accelerate.utils import extract_model_from_parallel
+
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)
     curve = [
         {"step": h["step"], "loss": round(float(h["loss"]), 5), "lr": float(h.get("learning_rate", float("nan")))}
         for h in trainer.state.log_history

@@ -49,10 +49,15 @@ def planted_align_config(**overrides):
                           intermediate_size=128, max_position_embeddings=512),
         vocab_size=400, max_length=384, val_fraction=0.05,
         cpt_train=TrainConfig(max_steps=60, learning_rate=5e-3, batch_size=8, logging_steps=20, save_steps=10_000),
-        # the whole train window as context (~32 items), 8 reference points x 3 epochs: measured by
-        # benchmarks/planted_signal.py --words (4 x 2 left the logit readout at JS 0.25; lr 5e-3 did worse than 3e-3)
-        sft=SFTConfig(context_items=32, refs_per_user=8, examples_per_ref=1, readout_loss=("logit", "name", "choice")),
+        # the whole train window as context (~32 items), 8 rows of 2 reference points x 3 epochs, with the
+        # history question: measured by benchmarks/planted_signal.py --words (4 x 2 left the logit readout
+        # at JS 0.25; lr 5e-3 did worse than 3e-3; one point per row with the history question: logit 0.185)
+        sft=SFTConfig(context_items=32, refs_per_user=8, refs_per_row=2, examples_per_ref=1,
+                      readout_loss=("logit", "name", "choice"), history_weight=1.0),
         sft_train=TrainConfig(epochs=3, learning_rate=3e-3, batch_size=8, logging_steps=20, save_steps=10_000),
+        # fp32 on every CPU: with bf16 autocast the logit readout's recovery varied from run to run here
+        # (JS 0.147, 0.235, 0.252 against 0.135 in fp32), so the check would depend on the machine
+        bf16=False,
     )
     return AlignConfig(**(base | overrides))
 

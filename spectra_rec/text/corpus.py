@@ -69,9 +69,19 @@ class SFTConfig:
     context_items: int = 20
     """N: interactions before the reference time kept as context (the most recent N)."""
     refs_per_user: int = 4
-    """Reference points drawn per user (fewer when the window is short)."""
+    """Reference points drawn per user (fewer when the window is short); each is the last one of its row."""
+    refs_per_row: int = 1
+    """Reference points that share one history prefix (packed readout SFT only): the drawn reference r and
+    r - row_stride * j for j < refs_per_row, each reading the prefix up to its own reference, so one pass
+    over the history trains several reference points (shorter contexts for the earlier ones)."""
+    row_stride: int = 4
+    """Interactions between consecutive reference points of one row."""
     examples_per_ref: int = 2
     """Examples drawn per reference point, each with a format from ``mixture``."""
+    ref_range: tuple[float, float] = (0.0, 1.0)
+    """Where in a train window of n interactions the rows' reference points are drawn: r in [lo * n, hi * n]
+    (within min_context and min_future). Late points have a short future, as the held-out window the
+    probe is scored on is the end of the sequence."""
     min_context: int = 1
     """Fewest interactions before a reference point."""
     min_future: int = 1
@@ -95,9 +105,15 @@ class SFTConfig:
     prefix. Empty: plain SFT on the sampled examples only."""
     readout_weight: float = 1.0
     """Weight of the readout loss (KL(f || p) summed over ``readout_loss``) next to the answer-token loss."""
+    history_weight: float = 0.0
+    """Weight of an auxiliary loss on packed rows: KL(h || p) for ``templates.history_question``, read as the
+    name readout reads, with h the category mix of the history in the prompt. Its target is exact (no
+    sampling noise), so it teaches the model to gather the history's categories at the answer slot,
+    which the readouts' noisy future targets alone teach slowly."""
 
     def __post_init__(self):
-        require_positive(self, "context_items", "refs_per_user", "examples_per_ref", "min_context", "min_future", "dg_k")
+        require_positive(self, "context_items", "refs_per_user", "refs_per_row", "row_stride", "examples_per_ref",
+                         "min_context", "min_future", "dg_k")
         if self.horizon is not None and self.horizon < 1:
             raise ConfigError(f"SFTConfig.horizon must be >= 1 or None, got {self.horizon}")
         unknown = sorted(set(self.mixture) - set(FORMATS))
@@ -112,8 +128,15 @@ class SFTConfig:
         bad = sorted(set(self.readout_loss) - set(READOUT_LOSSES))
         if bad:
             raise ConfigError(f"SFTConfig.readout_loss has unknown readout(s) {bad}; known: {list(READOUT_LOSSES)}")
-        if not self.readout_weight >= 0:
-            raise ConfigError(f"SFTConfig.readout_weight must be >= 0, got {self.readout_weight}")
+        for name in ("readout_weight", "history_weight"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"SFTConfig.{name} must be >= 0, got {getattr(self, name)}")
+        object.__setattr__(self, "ref_range", tuple(float(x) for x in self.ref_range))
+        lo, hi = self.ref_range if len(self.ref_range) == 2 else (1.0, 0.0)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ConfigError(f"SFTConfig.ref_range must be (lo, hi) with 0 <= lo <= hi <= 1, got {self.ref_range}")
+        if self.history_weight > 0 and not self.readout_loss:
+            raise ConfigError("SFTConfig.history_weight > 0 needs readout_loss: the history question rides on packed rows")
         if self.choice_order not in ("fixed", "shuffled"):
             raise ConfigError(f"SFTConfig.choice_order must be 'fixed' or 'shuffled', got {self.choice_order!r}")
 
@@ -325,6 +348,11 @@ class ReferencePoint:
     dropped: int
     questions: tuple[tuple[str, str, str], ...]
     """(format, question, completion) of the sampled examples."""
+    row: int = -1
+    """The reference of the row's last point: points of one user with the same ``row`` share a packed row,
+    and each one's prefix is a prefix of the row's (-1: a row of its own)."""
+    history: np.ndarray | None = None
+    """(K,) normalized category mass of the context items the prefix shows (None: none categorized)."""
 
 
 def reference_points(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,
@@ -348,20 +376,36 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
         if hi < lo:
             continue
         candidates = np.arange(lo, hi + 1)
+        if config.ref_range != (0.0, 1.0):
+            inside = candidates[(candidates >= config.ref_range[0] * n) & (candidates <= config.ref_range[1] * n)]
+            # a window too short for the range: the point nearest to its middle
+            mid = 0.5 * (config.ref_range[0] + config.ref_range[1]) * n
+            candidates = inside if len(inside) else candidates[[int(np.argmin(np.abs(candidates - mid)))]]
         refs = np.sort(rng.choice(candidates, size=min(config.refs_per_user, len(candidates)), replace=False))
         for r in refs:
-            context = items[max(0, r - config.context_items) : r]
-            future = items[r : n if config.horizon is None else min(n, r + config.horizon)]
-            f = _normalize(category_mass(dataset, future))
-            if f is None:  # no categorized item in the future window
-                continue
-            prefix, dropped = render.prefix(u, context)
-            context_mass = category_mass(dataset, context)
-            qs = []
-            for fmt in rng.choice(fmts, size=config.examples_per_ref, p=weights):
-                q, a = render.draw(str(fmt), rng, f, context_mass)
-                qs.append((str(fmt), q, a))
-            yield ReferencePoint(int(u), int(r), prefix, f, int(dropped), tuple(qs))
+            start = max(0, r - config.context_items)
+            prefix, dropped = render.prefix(u, items[start:r])
+            start += dropped  # the row's prefix shows items[start:r]; every point of the row reads a prefix of it
+            points = []
+            for j in range(config.refs_per_row - 1, -1, -1):  # the row's points in time order, r last
+                rj = int(r - j * config.row_stride)
+                if rj - start < config.min_context:
+                    continue
+                future = items[rj : n if config.horizon is None else min(n, rj + config.horizon)]
+                f = _normalize(category_mass(dataset, future))
+                if f is None:  # no categorized item in the future window
+                    continue
+                context = items[start:rj]
+                text = prefix if rj == r else T.history_prefix(dataset, u, context)[0]
+                context_mass = category_mass(dataset, context)
+                qs = []
+                for fmt in rng.choice(fmts, size=config.examples_per_ref, p=weights):
+                    q, a = render.draw(str(fmt), rng, f, context_mass)
+                    qs.append((str(fmt), q, a))
+                points.append(ReferencePoint(int(u), rj, text, f, int(dropped), tuple(qs),
+                                             row=int(r) if config.refs_per_row > 1 else -1,
+                                             history=_normalize(context_mass)))
+            yield from points
 
 
 def sft_examples(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from spectra_rec.errors import ConfigError
 
-TEMPLATE_VERSION = "spectra-v1"
+TEMPLATE_VERSION = "spectra-v2"
 
 ANSWER_CUE = "\nAnswer:"
 ANSWER_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -58,12 +58,18 @@ def answer(text: str) -> str:
 
 
 def item_text(dataset, item: int) -> str:
-    """``Toy Story (1995) [Animation, Children's, Comedy]``."""
+    """``Toy Story (1995) | Animation, Children's, Comedy``.
+
+    Every category name follows a space, so it is the same tokens as in the questions and answers
+    (``" Drama"``). After a bracket, a byte-level BPE reads the first name as another token
+    (``"[Drama"`` -> ``"["``, ``"Drama"``): the model then has to learn that two ids mean one
+    category before it can carry the history's categories into its answer.
+    """
     title = str(dataset.item_titles[item]) if dataset.item_titles is not None else f"item {dataset.item_ids[item]}"
     year = dataset.item_years[item] if dataset.item_years is not None else None
     cats = ", ".join(dataset.item_categories(item))
     year_part = f" ({year})" if year not in (None, "") else ""
-    return f"{title}{year_part} [{cats}]"
+    return f"{title}{year_part} | {cats}" if cats else f"{title}{year_part}"
 
 
 def user_text(dataset, user: int) -> str:
@@ -114,6 +120,11 @@ def conditional_yes_no_question(parent: str, category: str) -> str:
 def name_question() -> str:
     """Suffix of the category-name readout and of SFT category-name targets."""
     return f"Question: which category will the user choose next?{ANSWER_CUE}"
+
+
+def history_question() -> str:
+    """SFT's auxiliary question about the history shown (its target is the prompt's own category mix)."""
+    return f"Question: which category has the user watched most?{ANSWER_CUE}"
 
 
 def _options(categories: Sequence[str], letters: Sequence[str], question: str) -> str:

@@ -74,7 +74,13 @@ def test_bf16_and_gradient_checkpointing_train_on_cpu_and_enter_manifest_and_key
     users, val = pipeline.select_users(synthetic_split, plain)
     key = lambda c: artifacts.config_hash(pipeline.sft_stage_config(synthetic, synthetic_split, c, users, val, None))  # noqa: E731
     assert key(plain) != key(flagged)
-    assert "bf16" not in pipeline.cpt_stage_config(synthetic, synthetic_split, plain, users, val)  # old keys kept
+    # the key holds the resolved precision: the default is the same model as its explicit setting on this CPU
+    from spectra_rec.align.train import resolve_bf16
+
+    cpt_key = lambda c: pipeline.cpt_stage_config(synthetic, synthetic_split, c, users, val)  # noqa: E731
+    assert cpt_key(plain)["bf16"] is resolve_bf16(None)
+    assert cpt_key(plain) == cpt_key(quick_align_config(bf16=resolve_bf16(None)))
+    assert cpt_key(quick_align_config(bf16=True)) != cpt_key(quick_align_config(bf16=False))
     model, _, _ = load_aligned(sft, device="cpu", merge=True)
     assert next(model.parameters()).dtype == torch.float32  # weights are stored in fp32; bf16 was autocast only
 
@@ -89,3 +95,5 @@ def test_align_cli_flags_reach_the_config():
     cfg = config_from_args(p.parse_args(["--bf16", "--gradient-checkpointing"]))
     assert cfg.bf16 is True and cfg.gradient_checkpointing is True
     assert config_from_args(p.parse_args([])).bf16 is None
+    assert config_from_args(p.parse_args(["--bf16", "off"])).bf16 is False
+    assert config_from_args(p.parse_args(["--bf16", "auto"])).bf16 is None

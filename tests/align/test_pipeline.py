@@ -49,14 +49,20 @@ def strong(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(strong, tmp_path_factory):
-    """CPT (150 steps) then LoRA SFT (150 steps) of the tiny model on strongly peaked synthetic users."""
+    """CPT (150 steps) then LoRA SFT (150 steps) of the tiny model on strongly peaked synthetic users.
+
+    SFT is the default recipe (packed rows with the name readout loss and the history question) on
+    the adapter path: the plain one-sampled-answer SFT of this size beat popularity for some seeds
+    and not others (measured: seeds 1 and 2 lost), this recipe for each of seeds 0, 1 and 2.
+    """
     runs = tmp_path_factory.mktemp("runs")
     cfg = quick_config(
         max_users=None,
         cpt_train=TrainConfig(max_steps=150, learning_rate=5e-3, batch_size=8, logging_steps=10, save_steps=1000),
         sft_train=TrainConfig(max_steps=150, learning_rate=5e-3, batch_size=16, logging_steps=10, save_steps=1000),
         sft=C.SFTConfig(context_items=12, refs_per_user=6, examples_per_ref=2,
-                        mixture={"name": 0.5, "yes_no": 0.2, "choice": 0.2, "dg": 0.1}),
+                        mixture={"name": 0.5, "yes_no": 0.2, "choice": 0.2, "dg": 0.1},
+                        readout_loss=("name",), history_weight=1.0),
         lora=LoraSettings(r=8, alpha=16, dropout=0.0),
     )
     t0 = time.perf_counter()
@@ -189,8 +195,9 @@ def test_cli_arguments_build_the_config(tmp_path):
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
     args = p.parse_args(["--epochs", "0.2", "1", "--max-users", "50", "--lora-r", "8", "--context-items", "5",
-                         "--mixture", '{"name": 1}', "--runs", str(tmp_path)])
+                         "--mixture", '{"name": 1}', "--refs-per-row", "2", "--runs", str(tmp_path)])
     cfg = cli.config_from_args(args)
+    assert cfg.sft.refs_per_row == 2
     assert (cfg.cpt_train.epochs, cfg.sft_train.epochs) == (0.2, 1.0)
     assert cfg.max_users == 50 and cfg.lora.r == 8 and cfg.cpt_lora.r == 8
     assert cfg.sft.context_items == 5 and cfg.sft.mixture == {"name": 1}

@@ -52,7 +52,7 @@ def test_every_context_item_and_target_comes_from_the_train_window(synthetic, sy
     cfg = C.SFTConfig(context_items=8, refs_per_user=3, examples_per_ref=2, mixture=ALL_FORMATS)
     examples = C.sft_examples(ds, split, config=cfg, seed=1)
     assert len(examples) > 500
-    line = re.compile(r"^- (.+?) \(\d+\) \[", re.M)
+    line = re.compile(r"^- (.+?) \(\d+\) \| ", re.M)
     for e in examples:
         train = split.train_items(e.user)
         context = [title_to_item[m] for m in line.findall(e.prompt)]
@@ -128,7 +128,7 @@ def test_choice_prompts_use_the_probes_anchored_blocks_when_K_exceeds_26(tmp_pat
         names = [c for _, c in options]
         assert names in named
         letter = re.findall(r"Answer: ([A-Z])$", d, re.M)[0]
-        item_categories = re.search(r"^Item: .*\[(.+)\]$", d, re.M).group(1).split(", ")
+        item_categories = re.search(r"^Item: .* \| (.+)$", d, re.M).group(1).split(", ")
         assert names[T.ANSWER_LETTERS.index(letter)] in item_categories
 
 
@@ -175,6 +175,11 @@ def test_fit_history_prefix_keeps_the_most_recent_items_and_reports_drops(synthe
         ({"yes_rate": 1.5}, "yes_rate"),
         ({"choice_order": "random"}, "choice_order"),
         ({"horizon": 0}, "horizon"),
+        ({"refs_per_row": 0}, "refs_per_row"),
+        ({"ref_range": (0.9, 0.5)}, "ref_range"),
+        ({"ref_range": (0.2, 1.5)}, "ref_range"),
+        ({"history_weight": 1.0}, "history_weight"),  # without readout_loss: no packed rows to ride on
+        ({"history_weight": -1.0, "readout_loss": ("name",)}, "history_weight"),
     ],
 )
 def test_sft_config_rejects_bad_values(kwargs, field):
@@ -235,3 +240,35 @@ def test_taxonomy_yes_no_examples_ask_the_hierarchical_probes_questions(syntheti
     # without a taxonomy nothing changes: the rate draws no random numbers there
     with pytest.raises(ConfigError, match="taxonomy_rate must be in"):
         C.SFTConfig(taxonomy_rate=1.5)
+
+
+def test_reference_points_of_one_row_share_its_prefix_and_keep_their_own_targets(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    cfg = C.SFTConfig(context_items=8, refs_per_user=2, refs_per_row=3, row_stride=2, examples_per_ref=1)
+    points = list(C.reference_points(ds, split, config=cfg, seed=1))
+    rows: dict = {}
+    for rp in points:
+        rows.setdefault((rp.user, rp.row), []).append(rp)
+    assert sum(len(r) == 3 for r in rows.values()) > 0.8 * len(rows)
+    for (u, r), group in rows.items():
+        train = split.train_items(u)
+        assert group[-1].ref == r and [p.ref for p in group] == sorted(p.ref for p in group)
+        assert all(b.ref - a.ref == cfg.row_stride for a, b in zip(group, group[1:]))
+        start = max(0, r - cfg.context_items)
+        for rp in group:
+            assert group[-1].prefix.startswith(rp.prefix)  # one history pass serves every point of the row
+            assert rp.prefix == T.history_prefix(ds, u, train[start : rp.ref])[0]
+            np.testing.assert_allclose(rp.target, C.category_mass(ds, train[rp.ref :]) / C.category_mass(ds, train[rp.ref :]).sum())
+            mass = C.category_mass(ds, train[start : rp.ref])
+            np.testing.assert_allclose(rp.history, mass / mass.sum())  # the history question's target
+    # one point per row by default, with row -1
+    assert all(rp.row == -1 for rp in C.reference_points(ds, split, config=C.SFTConfig(), seed=1))
+
+
+def test_ref_range_draws_the_rows_points_late_in_the_window(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    cfg = C.SFTConfig(refs_per_user=3, ref_range=(0.6, 0.9))
+    refs = [(rp.ref, len(split.train_items(rp.user))) for rp in C.reference_points(ds, split, config=cfg, seed=0)]
+    inside = [0.6 * n <= r <= 0.9 * n for r, n in refs]
+    assert len(refs) > 100 and np.mean(inside) > 0.95  # short windows fall back to the point nearest the middle
+    assert all(1 <= r < n for r, n in refs)
