@@ -170,7 +170,7 @@ class AlignConfig:
     """Seeds user sampling, example drawing, initialization, LoRA init and data order."""
     bf16: bool | None = None
     """bf16 autocast in both phases; None: on a CUDA GPU that supports it and on a CPU with native bf16
-    (AVX512-BF16 or AMX; about twice as fast there), off elsewhere (``--bf16 on|off``). The stage hash
+    (AVX512-BF16 or AMX), off elsewhere (``--bf16 on|off``). The stage hash
     holds the resolved value, so one default can train different models on different CPUs."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% more compute) for large base models."""
