@@ -112,7 +112,7 @@ def readout_spec(tokenizer, dataset) -> ReadoutSpec:
     )
 
 
-def _rows_of(points: Sequence) -> list[list]:
+def group_rows(points: Sequence) -> list[list]:
     """Reference points grouped into rows: consecutive points of one user with the same ``row`` (>= 0)."""
     rows: list[list] = []
     for rp in points:
@@ -175,18 +175,17 @@ def pack_reference_points(tokenizer, spec: ReadoutSpec, points: Sequence, readou
     eos = tokenizer.eos_token_id
     stem = spec.yes_no_stem
     out = []
-    groups = _rows_of(points)
+    groups = group_rows(points)
     encoded = tokenizer([g[-1].prefix for g in groups])["input_ids"]
     for group, prefix in zip(groups, encoded):
         row = _Row()
         # the prefix, cut after each point's history: segment j holds the tokens between cut j-1 and cut j
-        cuts = [len(prefix)]
-        if len(group) > 1:
-            cuts = [len(t) for t in tokenizer([rp.prefix for rp in group[:-1]])["input_ids"]] + cuts
-            for rp, n in zip(group[:-1], cuts):
-                if list(tokenizer(rp.prefix)["input_ids"]) != list(prefix[:n]):
-                    raise ConfigError(f"packed SFT row: the prefix of reference point {rp.ref} of user {rp.user} "
-                                      "does not tokenize as the start of its row's prefix")
+        earlier = tokenizer([rp.prefix for rp in group[:-1]])["input_ids"] if len(group) > 1 else []
+        for rp, tokens in zip(group, earlier):
+            if list(tokens) != list(prefix[: len(tokens)]):
+                raise ConfigError(f"packed SFT row: the prefix of reference point {rp.ref} of user {rp.user} "
+                                  "does not tokenize as the start of its row's prefix")
+        cuts = [len(t) for t in earlier] + [len(prefix)]
         cut_segs, at = [], 0
         for n in cuts:
             cut_segs.append(row.segment(prefix[at:n], cut_segs[-1] if cut_segs else -1, at)[0])
@@ -199,12 +198,9 @@ def pack_reference_points(tokenizer, spec: ReadoutSpec, points: Sequence, readou
                 at_ = tokenizer(a, add_special_tokens=False)["input_ids"] + [eos]
                 row.segment(qt + at_, parent, P, label_from=len(qt))
                 row.labels[-1] = IGNORE  # the eos predicts nothing
-            if "logit" in readouts:
-                if stem:
-                    s_stem, _ = row.segment(list(spec.yes_no[0][:stem]), parent, P)
-                    reads["yn"] = [row.segment(q[stem:], s_stem, P + stem)[1] + len(q) - stem - 1 for q in spec.yes_no]
-                else:
-                    reads["yn"] = [row.segment(q, parent, P)[1] + len(q) - 1 for q in spec.yes_no]
+            if "logit" in readouts:  # the stem segment may be empty: then each question hangs under the prefix
+                s_stem, _ = row.segment(list(spec.yes_no[0][:stem]), parent, P)
+                reads["yn"] = [row.segment(q[stem:], s_stem, P + stem)[1] + len(q) - stem - 1 for q in spec.yes_no]
             if "choice" in readouts:
                 reads["ch"] = [row.segment(q, parent, P)[1] + len(q) - 1 for q in spec.choice]
             if "name" in readouts:
@@ -339,12 +335,13 @@ def packed_loss(model, batch: dict, spec: ReadoutSpec | None, readout_weight: fl
         for b, refs in enumerate(rows):
             for ref in refs:
                 n_refs += 1
+                targets = {key: torch.tensor(ref[key], dtype=torch.float32) for key in ("target", "history") if key in ref}
 
                 def logp_at(positions, b=b):
                     return torch.log_softmax(head(hidden[b, list(positions)]).float(), -1)
 
                 for name, lp in readout_logprobs(logp_at, spec, ref["reads"]).items():
-                    f = torch.tensor(ref["history" if name == "history" else "target"], dtype=torch.float32)
+                    f = targets["history" if name == "history" else "target"]
                     kl = (f * (torch.log(f.clamp_min(1e-12)) - lp)).sum()
                     kls.append((history_weight if name == "history" else readout_weight) * kl)
                     parts.setdefault(f"kl_{name}", []).append(kl.detach())

@@ -386,7 +386,6 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
             start = max(0, r - config.context_items)
             prefix, dropped = render.prefix(u, items[start:r])
             start += dropped  # the row's prefix shows items[start:r]; every point of the row reads a prefix of it
-            points = []
             for j in range(config.refs_per_row - 1, -1, -1):  # the row's points in time order, r last
                 rj = int(r - j * config.row_stride)
                 if rj - start < config.min_context:
@@ -402,10 +401,8 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
                 for fmt in rng.choice(fmts, size=config.examples_per_ref, p=weights):
                     q, a = render.draw(str(fmt), rng, f, context_mass)
                     qs.append((str(fmt), q, a))
-                points.append(ReferencePoint(int(u), rj, text, f, int(dropped), tuple(qs),
-                                             row=int(r) if config.refs_per_row > 1 else -1,
-                                             history=_normalize(context_mass)))
-            yield from points
+                yield ReferencePoint(int(u), rj, text, f, int(dropped), tuple(qs),
+                                     row=int(r) if config.refs_per_row > 1 else -1, history=_normalize(context_mass))
 
 
 def sft_examples(dataset, split, users: Sequence[int] | None = None, config: SFTConfig | None = None,

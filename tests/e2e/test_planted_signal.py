@@ -86,12 +86,7 @@ def _packed_row(planted, user: int, **sft):
     fit = pipeline.make_fit(tok, pipeline.prompt_budget(tok, ds, cfg))  # the prefixes SFT trains on
     points = list(C.reference_points(ds, split, [user], replace(cfg.sft, **sft), seed=0, fit=fit))
     # the user's first row with the most points (a row near the window's start may hold fewer)
-    groups: list[list] = []
-    for rp in points:
-        if groups and rp.row >= 0 and groups[-1][-1].row == rp.row:
-            groups[-1].append(rp)
-        else:
-            groups.append([rp])
+    groups = R.group_rows(points)
     pick = max(range(len(groups)), key=lambda g: (len(groups[g]), -g))
     rows = R.pack_reference_points(tok, spec, groups[pick], READOUTS, cfg.max_length, history=True).rows
     return model, tok, spec, groups[pick], rows[0]
@@ -136,8 +131,16 @@ def test_sft_rows_and_probe_prompts_are_the_same_tokens(planted, refs_per_row):
         assert tuple(tokens) == tuple(probe_prefix) + spec.history_question
         mass = C.category_mass(ds, context)
         np.testing.assert_allclose(ref["history"], mass / mass.sum(), rtol=1e-6)
-    # the yes/no questions share their stem: fewer tokens than K whole questions
-    assert len(row["input_ids"]) < sum(len(q) for q in spec.yes_no) * refs_per_row + len(probe_prefix)
+    # the yes/no questions share their stem: it is in the row once per reference point (and once per sampled
+    # yes/no example, a block of its own), not once per category
+    stem = list(spec.yes_no[0][: spec.yes_no_stem])
+    assert len(stem) > 3
+
+    def count(ids):
+        return sum(list(ids[j : j + len(stem)]) == stem for j in range(len(ids)))
+
+    sampled = sum(count(tok(q, add_special_tokens=False)["input_ids"]) for rp in points for _, q, _ in rp.questions)
+    assert count(row["input_ids"]) == refs_per_row + sampled
 
 
 @pytest.mark.parametrize("refs_per_row", [1, 3])
