@@ -31,33 +31,39 @@ def candidates():
     from spectra_rec.text.corpus import SFTConfig
 
     base = AlignConfig()
-    old_sft = replace(base.sft, context_items=10, refs_per_user=3, examples_per_ref=1, readout_loss=(),
+    # the candidates up to the last release were measured as overrides of its default: 4 rows per
+    # user and micro-batches of 16; they keep those values here, so that each still names the model measured
+    last = replace(base, sft=replace(base.sft, refs_per_user=4), sft_train=replace(base.sft_train, batch_size=16, grad_accum=1))
+    old_sft = replace(last.sft, context_items=10, refs_per_user=3, examples_per_ref=1, readout_loss=(),
                       refs_per_row=1, ref_range=(0.0, 1.0), history_weight=0.0)
     # the packed readout SFT as it was before rows shared a prefix: one point per row, anywhere in the
     # window, no history question (fp32; "-bf16" with bf16 autocast)
-    packed = replace(base.sft, refs_per_user=2, refs_per_row=1, ref_range=(0.0, 1.0), history_weight=0.0)
+    packed = replace(last.sft, refs_per_user=2, refs_per_row=1, ref_range=(0.0, 1.0), history_weight=0.0)
 
     def cand(cpt_epochs, sft=None, sft_epochs=None, sft_lr=None, **kw):
-        return replace(base, cpt_train=replace(base.cpt_train, epochs=cpt_epochs), sft=sft or base.sft,
-                       sft_train=replace(base.sft_train, epochs=sft_epochs or base.sft_train.epochs,
-                                         learning_rate=sft_lr or base.sft_train.learning_rate), **kw)
+        return replace(last, cpt_train=replace(last.cpt_train, epochs=cpt_epochs), sft=sft or last.sft,
+                       sft_train=replace(last.sft_train, epochs=sft_epochs or last.sft_train.epochs,
+                                         learning_rate=sft_lr or last.sft_train.learning_rate), **kw)
 
     return {
         # the previous default: CPT 1.5 epochs, LoRA SFT 3 epochs on 1 sampled answer per reference point
         "previous": cand(1.5, old_sft, 3.0, 2e-3, sft_mode="lora", bf16=False),
         # the packed readout SFT with one point per row (the default of the last release), and its DG share
-        "packed": replace(base, sft=packed, bf16=False),
-        "packed-dg0.1": replace(base, sft=replace(packed, mixture=SFTConfig().mixture), bf16=False),
-        "packed-bf16": replace(base, sft=packed, bf16=True),
+        "packed": replace(last, sft=packed, bf16=False),
+        "packed-dg0.1": replace(last, sft=replace(packed, mixture=SFTConfig().mixture), bf16=False),
+        "packed-bf16": replace(last, sft=packed, bf16=True),
         # targets from the next 20 interactions only, and at least 10 of context
-        "packed-h20-bf16": replace(base, sft=replace(packed, horizon=20, min_context=10), bf16=True),
+        "packed-h20-bf16": replace(last, sft=replace(packed, horizon=20, min_context=10), bf16=True),
         # twice the reference points per user
-        "packed-refs4-bf16": replace(base, sft=replace(packed, refs_per_user=4), bf16=True),
+        "packed-refs4-bf16": replace(last, sft=replace(packed, refs_per_user=4), bf16=True),
         # three points per row (one history pass), 4 rows per user, and the history question
-        "rows3-u4-hist-bf16": replace(base, sft=replace(base.sft, ref_range=(0.0, 1.0)), bf16=True),
+        "rows3-u4-hist-bf16": replace(last, sft=replace(last.sft, ref_range=(0.0, 1.0)), bf16=True),
         # the default with the history question weighted 3 and 3 rows per user (a shorter SFT)
-        "rows3-u3-late-hist3-bf16": replace(base, sft=replace(base.sft, refs_per_user=3, history_weight=3.0), bf16=True),
-        # the default: rows3-u4 with the rows' last points at 50-90% of the window; bf16 where the CPU has it
+        "rows3-u3-late-hist3-bf16": replace(last, sft=replace(last.sft, refs_per_user=3, history_weight=3.0), bf16=True),
+        # the last release's default: 4 rows of 3 late points per user, micro-batches of 16 (over the time budget)
+        "rows3-u4-late-hist-b16": last,
+        # the default: 3 rows of 3 points per user at 50-90% of the window, micro-batches of 8 (2 per step);
+        # bf16 where the CPU has it
         "default": base,
         "default-bf16": replace(base, bf16=True),
     }

@@ -18,6 +18,11 @@ rows cheaper without changing what any question sees:
   prefix is cut at each point's last history token, and that point's questions attend to the
   prefix up to the cut only.
 
+The attention itself runs block by block (:func:`attention_blocks`): the shared prefix on SDPA's
+causal path, then each reference point's questions against the prefix up to its cut and
+themselves, the i-th block of every row in one padded SDPA call. That is the dense
+tree-masked attention (tested) at about half of its query x key products.
+
 One forward pass then gives
 
 - the answer-token loss of the reference point's sampled examples (``SFTConfig.examples_per_ref``,
@@ -232,12 +237,177 @@ def visible(row: dict, index: int) -> tuple[list[int], list[int]]:
     return [row["input_ids"][j] for j in keep], [row["position_ids"][j] for j in keep]
 
 
-class PackedCollator:
-    """Right-pads packed rows (and plain ``input_ids``/``labels`` rows) and builds the 4-D segment-tree mask.
+def attention_blocks(parents: Sequence[int], segments: Sequence[int]) -> tuple[int, list[tuple[int, int, int]]]:
+    """A row's attention as dense blocks: (P, [(start, end, key_end), ...]).
 
-    Position q attends to position k <= q when k's segment is q's or one of its ancestors. Labels
-    come out shifted (position j predicts ``labels[j]``). The mask travels as ``block_mask``, not
-    ``attention_mask``, so the Trainer's token count reads the ids, not a 4-D mask.
+    Tokens [0, P) are the trunk, the leading tokens in a chain of segments from the root, where
+    the mask is plain causal. Every later token belongs to one block, a maximal run of tokens
+    under the same trunk segment: its keys are the trunk up to ``key_end`` (that segment's end,
+    all of it an ancestor) and the block itself, where the tree mask decides. Attention computed
+    block by block equals the dense tree-masked attention without the products between blocks.
+    """
+    n = len(segments)
+    trunk = 0  # segments 0 .. trunk-1 chain from the root (each one's parent is the one before)
+    while trunk < len(parents) and parents[trunk] == trunk - 1:
+        trunk += 1
+    P = 0
+    while P < n and segments[P] < trunk:
+        P += 1
+    dense = 0, [(0, n, 0)]  # the fallback: one block, the whole row under the tree mask
+    if any(s < trunk for s in segments[P:]) or any(a > b for a, b in zip(segments[:P], segments[1:P])):
+        return dense  # the trunk's tokens are not a leading run in chain order
+    end_of = {segments[j]: j + 1 for j in range(P)}
+    blocks, top_of, block_of = [], {}, {}
+    for j in range(P, n):
+        s = segments[j]
+        if s not in top_of:
+            t = s
+            while t >= trunk:
+                t = parents[t]
+            top_of[s] = end_of.get(t, 0)
+        if blocks and blocks[-1][1] == j and blocks[-1][2] == top_of[s]:
+            blocks[-1] = (blocks[-1][0], j + 1, top_of[s])
+        else:
+            blocks.append((j, j + 1, top_of[s]))
+        if s in block_of:
+            if block_of[s] != len(blocks) - 1:
+                return dense  # a segment's tokens split over two blocks
+            continue
+        block_of[s] = len(blocks) - 1
+        t = parents[s]
+        while t >= trunk:
+            if block_of.get(t) != block_of[s]:
+                return dense  # an ancestor outside this block: its keys would be missing
+            t = parents[t]
+    return P, blocks
+
+
+def block_groups(row_blocks: Sequence[tuple[int, Sequence[tuple[int, int, int]]]], segments, ancestors) -> list:
+    """Index tensors that put the trunks of all rows into one causal SDPA call, and the i-th blocks into one each.
+
+    ``segments`` (B, L) and ``ancestors`` (B, S+1, S+1) are the collator's. Returns
+    [(rows, q, k, mask, valid)]: row ids (n, 1), query positions (n, Tq), key positions (n, Tk),
+    the boolean mask (n, 1, Tq, Tk), or None for the trunks (causal), and which query slots are real.
+    Padding slots repeat a row's last position; a padding query attends to key 0 only.
+    """
+    import torch
+
+    def group(rows, qs, ks, causal):
+        Tq, Tk = max(map(len, qs)), max(map(len, ks))
+        q = torch.tensor([x + [x[-1]] * (Tq - len(x)) for x in qs])
+        k = torch.tensor([x + [x[-1]] * (Tk - len(x)) for x in ks])
+        qv = torch.tensor([[True] * len(x) + [False] * (Tq - len(x)) for x in qs])
+        b = torch.tensor(rows)[:, None]
+        if causal:
+            return b, q, k, None, qv
+        kv = torch.tensor([[True] * len(x) + [False] * (Tk - len(x)) for x in ks])
+        sq, sk = segments[b, q], segments[b, k]  # (n, Tq), (n, Tk)
+        m = ancestors[b[:, :, None], sq[:, :, None], sk[:, None, :]] & (k[:, None, :] <= q[:, :, None])
+        m &= qv[:, :, None] & kv[:, None, :]
+        m[:, :, 0] |= ~qv
+        return b, q, k, m[:, None], qv
+
+    groups = []
+    trunks = [b for b, (P, _) in enumerate(row_blocks) if P > 0]
+    if trunks:
+        qs = [list(range(row_blocks[b][0])) for b in trunks]
+        groups.append(group(trunks, qs, qs, causal=True))
+    for i in range(max(len(blocks) for _, blocks in row_blocks)):
+        rows = [b for b, (_, blocks) in enumerate(row_blocks) if i < len(blocks)]
+        if rows:
+            qs = [list(range(*row_blocks[b][1][i][:2])) for b in rows]
+            ks = [list(range(row_blocks[b][1][i][2])) + q for b, q in zip(rows, qs)]
+            groups.append(group(rows, qs, ks, causal=False))
+    return groups
+
+
+def dense_mask(batch: dict):
+    """The 4-D boolean segment-tree mask (B, 1, L, L) of a collated batch: q sees k <= q when k's segment is q's or an ancestor.
+
+    Pad queries see themselves only (no empty softmax row).
+    """
+    import torch
+
+    seg, anc = batch["segments"], batch["ancestors"]
+    B, L = seg.shape
+    causal = torch.ones((L, L), dtype=torch.bool, device=seg.device).tril()
+    mask = causal & anc[torch.arange(B, device=seg.device)[:, None, None], seg[:, :, None], seg[:, None, :]]
+    mask |= torch.eye(L, dtype=torch.bool, device=seg.device)
+    return mask[:, None]
+
+
+TREE_ATTENTION = "spectra_tree"
+"""The attention implementation packed SFT rows run under (registered with transformers on first use)."""
+
+
+def _tree_attention(module, query, key, value, attention_mask, tree_groups=None, **kwargs):
+    """transformers attention interface: one SDPA call per group of :func:`block_groups`; plain SDPA without groups."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward as sdpa
+
+    if tree_groups is None:
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+    kwargs.pop("is_causal", None)
+    B, _, L, _ = query.shape
+    rows, cols, vals = [], [], []
+    for b, q, k, m, qv in tree_groups:
+        b, q, k, qv = (t.to(query.device) for t in (b, q, k, qv))
+        m = m.to(query.device) if m is not None else None
+        out = sdpa(module, query[b, :, q].transpose(1, 2), key[b, :, k].transpose(1, 2),
+                   value[b, :, k].transpose(1, 2), m, is_causal=m is None, **kwargs)[0]  # (n, Tq, H, D)
+        rows.append(b.expand_as(q)[qv])
+        cols.append(q[qv])
+        vals.append(out[qv])
+    rows, cols, vals = torch.cat(rows), torch.cat(cols), torch.cat(vals)
+    full = vals.new_zeros((B, L) + vals.shape[1:])
+    return full.index_put((rows, cols), vals), None
+
+
+class _tree_attention_on:
+    """Run a model's attention as :func:`_tree_attention` inside the block (restored on exit)."""
+
+    def __init__(self, model):
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+        if TREE_ATTENTION not in AttentionInterface._global_mapping:
+            AttentionInterface.register(TREE_ATTENTION, _tree_attention)
+            # mask preparation gives an attention name it has no mask function for no mask at all
+            # (decoder_states skips it; a model that prepares masks regardless gets SDPA's)
+            ALL_MASK_ATTENTION_FUNCTIONS.register(TREE_ATTENTION, sdpa_mask)
+        self.config = model.config
+
+    def __enter__(self):
+        self.old = self.config._attn_implementation
+        usable = self.old in (None, "sdpa")  # eager or flash kernels keep their own attention
+        if usable:
+            self.config._attn_implementation = TREE_ATTENTION
+        return usable
+
+    def __exit__(self, *exc):
+        self.config._attn_implementation = self.old
+
+
+def decoder_states(model, batch: dict):
+    """Last hidden states of a collated batch under its segment-tree mask (block by block where SDPA runs)."""
+    decoder = model.get_decoder()
+    with _tree_attention_on(model) as tree:
+        if tree:
+            # a mask mapping skips transformers' mask preparation: the groups carry the masks
+            return decoder(input_ids=batch["input_ids"], attention_mask={"full_attention": None, "sliding_attention": None},
+                           position_ids=batch["position_ids"], use_cache=False,
+                           tree_groups=batch["tree_groups"]).last_hidden_state
+    return decoder(input_ids=batch["input_ids"], attention_mask=dense_mask(batch), position_ids=batch["position_ids"],
+                   use_cache=False).last_hidden_state
+
+
+class PackedCollator:
+    """Right-pads packed rows (and plain ``input_ids``/``labels`` rows) and describes their segment trees.
+
+    Position q attends to position k <= q when k's segment is q's or one of its ancestors: the
+    batch carries ``segments`` (B, L), ``ancestors`` (B, S+1, S+1) and the attention blocks'
+    ``tree_groups``; :func:`dense_mask` builds the 4-D mask from the first two when an attention
+    implementation needs it. Labels come out shifted (position j predicts ``labels[j]``).
     """
 
     def __init__(self, pad_token_id: int):
@@ -253,7 +423,7 @@ class PackedCollator:
         labels = torch.full((B, L), IGNORE, dtype=torch.long)
         pos = torch.zeros((B, L), dtype=torch.long)
         seg = torch.full((B, L), S, dtype=torch.long)  # pads: segment S, which nothing sees
-        anc = torch.zeros((B, S + 1, S + 1), dtype=torch.bool)  # anc[b, s, t]: t is s or an ancestor of s
+        anc = [[[False] * (S + 1) for _ in range(S + 1)] for _ in range(B)]  # anc[b][s][t]: t is s or an ancestor of s
         for b, r in enumerate(rows):
             n = len(r["input_ids"])
             ids[b, :n] = torch.tensor(r["input_ids"])
@@ -271,13 +441,13 @@ class PackedCollator:
             for s in range(len(parents)):
                 t = s
                 while t >= 0:
-                    anc[b, s, t] = True
+                    anc[b][s][t] = True
                     t = parents[t]
             pos[b, n:] = torch.arange(L - n) + (int(pos[b, n - 1]) + 1 if n else 0)
-        causal = torch.ones((L, L), dtype=torch.bool).tril()
-        mask = causal & anc[torch.arange(B)[:, None, None], seg[:, :, None], seg[:, None, :]]
-        mask |= torch.eye(L, dtype=torch.bool)  # pad queries attend to themselves (no empty softmax row)
-        batch = {"input_ids": ids, "labels": labels, "position_ids": pos, "block_mask": mask[:, None]}
+        anc = torch.tensor(anc, dtype=torch.bool)
+        blocks = [attention_blocks(r.get("parents", [-1]), r.get("segments", [0] * len(r["input_ids"]))) for r in rows]
+        batch = {"input_ids": ids, "labels": labels, "position_ids": pos, "segments": seg, "ancestors": anc,
+                 "tree_groups": block_groups(blocks, seg, anc)}
         if any("refs" in r for r in rows):
             batch["refs"] = [r.get("refs", []) for r in rows]
         return batch
@@ -316,10 +486,8 @@ def packed_loss(model, batch: dict, spec: ReadoutSpec | None, readout_weight: fl
     """(total loss, {component: value}) of one collated batch."""
     import torch
 
-    decoder = model.get_decoder()
     head = model.get_output_embeddings()
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["block_mask"],
-                     position_ids=batch["position_ids"], use_cache=False).last_hidden_state
+    hidden = decoder_states(model, batch)
     labels = batch["labels"]
     keep = labels != IGNORE
     parts = {}
@@ -331,6 +499,13 @@ def packed_loss(model, batch: dict, spec: ReadoutSpec | None, readout_weight: fl
         total = total + lm
     rows = batch.get("refs")
     if rows and spec is not None and (readout_weight > 0 or history_weight > 0):
+        # One head and one log-softmax over every position any reference point of the batch reads
+        # (a few hundred), instead of one small head call per point and readout.
+        L = hidden.shape[1]
+        flat = sorted({b * L + j for b, refs in enumerate(rows) for ref in refs
+                       for ps in ref["reads"].values() for p in ps for j in (p if isinstance(p, list) else [p])})
+        at = {f: i for i, f in enumerate(flat)}
+        logp = torch.log_softmax(head(hidden.reshape(-1, hidden.shape[-1])[flat]).float(), -1)
         kls, n_refs = [], 0
         for b, refs in enumerate(rows):
             for ref in refs:
@@ -338,7 +513,7 @@ def packed_loss(model, batch: dict, spec: ReadoutSpec | None, readout_weight: fl
                 targets = {key: torch.tensor(ref[key], dtype=torch.float32) for key in ("target", "history") if key in ref}
 
                 def logp_at(positions, b=b):
-                    return torch.log_softmax(head(hidden[b, list(positions)]).float(), -1)
+                    return logp[[at[b * L + j] for j in positions]]
 
                 for name, lp in readout_logprobs(logp_at, spec, ref["reads"]).items():
                     f = targets["history" if name == "history" else "target"]
@@ -358,6 +533,14 @@ def trainer_class(spec: ReadoutSpec | None, readout_weight: float, base=None, hi
         from transformers import Trainer as base
 
     class PackedTrainer(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # packed_loss is a mean over one micro-batch and ignores num_items_in_batch. The Trainer
+            # sees a model whose forward takes **kwargs and would take the loss as already scaled for
+            # gradient accumulation (and multiply it by the number of processes): with grad_accum 2
+            # the gradient and the logged loss came out twice the mean.
+            self.model_accepts_loss_kwargs = False
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
             inputs.pop("format", None)
@@ -373,6 +556,10 @@ def trainer_class(spec: ReadoutSpec | None, readout_weight: float, base=None, hi
 
         def _prepare_inputs(self, inputs):
             # the reference points' reads and targets are python lists: move only the tensors
-            return {k: (v.to(self.args.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+            dev = self.args.device
+            out = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in inputs.items()}
+            if "tree_groups" in out:
+                out["tree_groups"] = [tuple(t if t is None else t.to(dev) for t in g) for g in out["tree_groups"]]
+            return out
 
     return PackedTrainer

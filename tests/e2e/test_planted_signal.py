@@ -63,15 +63,15 @@ def test_the_check_fails_when_the_history_never_reaches_the_prompt(planted, scor
 def test_the_check_fails_when_the_probe_reads_the_wrong_position(planted, scores, monkeypatch):
     """Prompts cut one token short ("...Answer" instead of "...Answer:"): the answer is read a position early.
 
-    The recovery check then fails: the choice readout falls apart (measured JS ~0.26 against the 0.19
-    bound). The yes/no readout survives this one (JS ~0.16): the model already carries its answer at
-    the "Answer" token.
+    The recovery check then fails: some readout falls apart. Which one depends on the training run: the yes/no readout on this
+    toolkit's last two versions (JS 0.42 and 0.25 against the 0.19 bound), the choice readout on an
+    earlier one (0.26); the name readout survives (about 0.12), the model already carrying part of
+    its answer at the "Answer" token.
     """
     data, cfg, model_dir = planted
     monkeypatch.setattr(T, "ANSWER_CUE", "\nAnswer")
     early = probe_and_score(data, model_dir, READOUTS, max_items=cfg.sft.context_items)
     assert any(early[r]["js"] > 0.5 * scores["popularity"]["js"] for r in READOUTS), early
-    assert early["choice"]["js"] > 0.5 * scores["popularity"]["js"], early["choice"]
 
 
 def _packed_row(planted, user: int, **sft):
@@ -145,15 +145,16 @@ def test_sft_rows_and_probe_prompts_are_the_same_tokens(planted, refs_per_row):
 
 @pytest.mark.parametrize("refs_per_row", [1, 3])
 def test_packed_rows_match_unpacked_prompts_numerically(planted, refs_per_row):
-    """The segment-tree mask makes each question see only its prefix and itself: its logits equal the lone prompt's."""
+    """The segment-tree mask makes each question see only its prefix and itself: its logits equal the lone prompt's.
+
+    The row goes through ``decoder_states``, the block-by-block attention SFT trains with.
+    """
     import torch
 
     model, tok, _, _, row = _packed_row(planted, 1, refs_per_row=refs_per_row)
     batch = R.PackedCollator(tok.pad_token_id)([row])
     with torch.no_grad():
-        h = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["block_mask"],
-                                position_ids=batch["position_ids"]).last_hidden_state
-        packed = model.get_output_embeddings()(h)[0]
+        packed = model.get_output_embeddings()(R.decoder_states(model, batch))[0]
         for ref in row["refs"]:
             for at in ref["reads"]["yn"][:3] + ref["reads"]["ch"] + [ref["reads"]["nm"][0][0]]:
                 tokens, _ = R.visible(row, at)
