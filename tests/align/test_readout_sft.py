@@ -13,7 +13,7 @@ def _dense_states(model, batch):
                                position_ids=batch["position_ids"], use_cache=False).last_hidden_state
 
 
-def _row(parents, seg_lengths, vocab, gen, start_pos=None):
+def _row(parents, seg_lengths, vocab, gen):
     """A packed row with the given segment tree: segment s has seg_lengths[s] random tokens; positions follow the tree."""
     ids, pos, seg = [], [], []
     depth_end = {}
