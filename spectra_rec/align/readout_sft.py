@@ -350,9 +350,7 @@ def _tree_attention(module, query, key, value, attention_mask, tree_groups=None,
     kwargs.pop("is_causal", None)
     B, _, L, _ = query.shape
     rows, cols, vals = [], [], []
-    for b, q, k, m, qv in tree_groups:
-        b, q, k, qv = (t.to(query.device) for t in (b, q, k, qv))
-        m = m.to(query.device) if m is not None else None
+    for b, q, k, m, qv in tree_groups:  # on the model's device (batch_to)
         out = sdpa(module, query[b, :, q].transpose(1, 2), key[b, :, k].transpose(1, 2),
                    value[b, :, k].transpose(1, 2), m, is_causal=m is None, **kwargs)[0]  # (n, Tq, H, D)
         rows.append(b.expand_as(q)[qv])
@@ -399,6 +397,14 @@ def decoder_states(model, batch: dict):
                            tree_groups=batch["tree_groups"]).last_hidden_state
     return decoder(input_ids=batch["input_ids"], attention_mask=dense_mask(batch), position_ids=batch["position_ids"],
                    use_cache=False).last_hidden_state
+
+
+def batch_to(batch: dict, device) -> dict:
+    """A collated batch with its tensors, the attention groups' included, on ``device`` (python lists stay)."""
+    out = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+    if "tree_groups" in out:
+        out["tree_groups"] = [tuple(t if t is None else t.to(device) for t in g) for g in out["tree_groups"]]
+    return out
 
 
 class PackedCollator:
@@ -556,10 +562,6 @@ def trainer_class(spec: ReadoutSpec | None, readout_weight: float, base=None, hi
 
         def _prepare_inputs(self, inputs):
             # the reference points' reads and targets are python lists: move only the tensors
-            dev = self.args.device
-            out = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in inputs.items()}
-            if "tree_groups" in out:
-                out["tree_groups"] = [tuple(t if t is None else t.to(dev) for t in g) for g in out["tree_groups"]]
-            return out
+            return batch_to(inputs, self.args.device)
 
     return PackedTrainer

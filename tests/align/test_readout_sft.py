@@ -69,18 +69,29 @@ def test_block_attention_equals_the_dense_tree_mask_with_gradients():
     assert model.config._attn_implementation == "sdpa"  # restored after the block
 
 
-def test_eager_attention_keeps_the_dense_mask():
+def test_only_sdpa_models_run_the_block_attention(monkeypatch):
+    """SDPA models go through the registered block attention; eager attention keeps the dense mask (same states)."""
+    from transformers import AttentionInterface
+
     from spectra_rec.testing.tiny import tiny_model_and_tokenizer
 
     model, tok = tiny_model_and_tokenizer()
     gen = torch.Generator().manual_seed(1)
     batch = R.PackedCollator(tok.pad_token_id)([_row([-1, 0, 0], [8, 3, 4], len(tok), gen)])
-    model.config._attn_implementation = "eager"
-    try:
-        with torch.no_grad():
+    calls = []
+    R.decoder_states(model, batch)  # registers the block attention
+    real = AttentionInterface._global_mapping[R.TREE_ATTENTION]
+    monkeypatch.setitem(AttentionInterface._global_mapping, R.TREE_ATTENTION,
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    with torch.no_grad():
+        R.decoder_states(model, batch)
+        assert len(calls) == model.config.num_hidden_layers
+        model.config._attn_implementation = "eager"
+        try:
             torch.testing.assert_close(R.decoder_states(model, batch), _dense_states(model, batch))
-    finally:
-        model.config._attn_implementation = "sdpa"
+        finally:
+            model.config._attn_implementation = "sdpa"
+    assert len(calls) == model.config.num_hidden_layers
 
 
 def test_gradient_accumulation_gives_the_mean_over_the_step(tmp_path):
