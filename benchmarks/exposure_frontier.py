@@ -1,0 +1,82 @@
+"""Top-3 exposure entropy against JS on the dev cohort: the history priors' grid and the readouts under contrast.
+
+    RUNS=runs bash benchmarks/eval_default.sh          # first: probes the default model (tau 1 tables)
+    python benchmarks/exposure_frontier.py --tables runs/eval-default
+
+A prior shrunk towards popularity lowers JS and puts the same head categories in every user's top 3,
+so the two metrics trade against each other. This prints where each family sits, on the *dev*
+cohort (the seeded users of ``spectra-rec evaluate --cohort dev``; the test cohort is never read):
+
+- ``uhf-decay`` over a (decay, shrink) grid (``uhf`` is decay 1, shrink 0);
+- each readout's tau-1 table ``spectra-<readout>.parquet`` under a per-category contrast,
+  p = softmax((log p_u - beta * m) / tau) with m the dev mean of log p_u and tau refit on dev for
+  each beta (beta 0 is ``--tau auto``). beta > 0 takes mass from the categories every user gets.
+
+Columns: mean per-user JS to the long-term held-out truth, top-3 exposure entropy (bits), the mean
+over categories of p's std across users, and ``both`` when JS <= uhf's and entropy >= uhf's.
+Not part of the test pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+READOUTS = ("logit", "name", "choice")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--tables", type=Path, default=Path("runs/eval-default"),
+                    help="folder with spectra-<readout>.parquet prior tables at tau 1 (benchmarks/eval_default.sh)")
+    ap.add_argument("--decays", type=float, nargs="+", default=[0.9, 0.95, 0.97, 0.99, 1.0])
+    ap.add_argument("--shrinks", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4])
+    ap.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
+    args = ap.parse_args(argv)
+    from spectra_rec.data import load_dataset, split_dataset
+    from spectra_rec.evaluate import EvalConfig, cohort_users
+    from spectra_rec.metrics.distribution import js_divergence
+    from spectra_rec.metrics.exposure import exposure_entropy, topk_exposure
+    from spectra_rec.priors import PriorTable
+    from spectra_rec.priors.history import uhf_decay
+    from spectra_rec.probe.temperature import fit_tau, tempered
+
+    ds = load_dataset(args.dataset)
+    split = split_dataset(ds)
+    dev = cohort_users(split, EvalConfig(cohort="dev"))
+    q = split.ground_truth(users=dev)
+
+    def scores(p):
+        return float(js_divergence(p, q).mean()), float(exposure_entropy(topk_exposure(p, 3))), float(p.std(0).mean())
+
+    uhf_js, uhf_ent, _ = scores(uhf_decay(split, 1.0, 0.0)[dev])
+    print(f"{ds.name}: dev cohort {len(dev)} users; uhf JS {uhf_js:.4f}, top-3 exposure entropy {uhf_ent:.3f}")
+    print(f"{'prior':<34}{'JS':>8}{'ent@3':>8}{'std':>8}")
+
+    def line(name, p):
+        js, ent, std = scores(p)
+        both = "  both" if js <= uhf_js and ent >= uhf_ent else ""
+        print(f"{name:<34}{js:>8.4f}{ent:>8.3f}{std:>8.4f}{both}")
+
+    for d in args.decays:
+        for s in args.shrinks:
+            line(f"uhf-decay {d:g} shrink {s:g}", uhf_decay(split, d, s)[dev])
+    for readout in READOUTS:
+        path = args.tables / f"spectra-{readout}.parquet"
+        if not path.exists():
+            print(f"{path}: not found (run benchmarks/eval_default.sh first)")
+            continue
+        logp = np.log(np.clip(PriorTable.load(path).matrix(ds, dev), 1e-12, 1.0))
+        m = logp.mean(axis=0)
+        for beta in args.betas:
+            s = logp - beta * m
+            tau = fit_tau(s, q, readout)["tau"]
+            line(f"spectra-{readout} beta {beta:g} tau {tau:.3f}", tempered(s, tau))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
