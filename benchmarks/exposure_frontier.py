@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from spectra_rec.metrics.distribution import js_divergence
     from spectra_rec.metrics.exposure import exposure_entropy, topk_exposure
     from spectra_rec.priors import PriorTable
-    from spectra_rec.priors.history import uhf_decay
+    from spectra_rec.priors.history import uhf, uhf_decay
     from spectra_rec.probe.temperature import fit_tau, tempered
 
     ds = load_dataset(args.dataset)
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     def scores(p):
         return float(js_divergence(p, q).mean()), float(exposure_entropy(topk_exposure(p, 3))), float(p.std(0).mean())
 
-    uhf_js, uhf_ent, _ = scores(uhf_decay(split, 1.0, 0.0)[dev])
+    uhf_js, uhf_ent, _ = scores(uhf(split)[dev])
     print(f"{ds.name}: dev cohort {len(dev)} users; uhf JS {uhf_js:.4f}, top-3 exposure entropy {uhf_ent:.3f}")
     print(f"{'prior':<34}{'JS':>8}{'ent@3':>8}{'std':>8}")
 
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
         if not path.exists():
             print(f"{path}: not found (run benchmarks/eval_default.sh first)")
             continue
+        # log p differs from the raw scores by a per-user constant, which the softmax ignores
         logp = np.log(np.clip(PriorTable.load(path).matrix(ds, dev), 1e-12, 1.0))
         m = logp.mean(axis=0)
         for beta in args.betas:
