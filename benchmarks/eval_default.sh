@@ -2,6 +2,7 @@
 # The default aligned model on ml-100k against the history priors and DG, on the dev and the test cohort.
 #
 #   RUNS=runs bash benchmarks/eval_default.sh        # aligns the default model first if it is not cached
+#   RUNS=runs-c ALIGN_ARGS="--epochs 1 1" bash benchmarks/eval_default.sh   # a candidate: extra `align` flags
 #
 # Writes $RUNS/eval-default/{dev,test}/ (report.md, summary CSVs, results.json) and prints both headline
 # tables. Readouts at tau = 1 and with --tau auto (fitted on the dev cohort). Not part of the test pass/fail.
@@ -10,7 +11,9 @@ RUNS=${RUNS:-runs}
 PY=${PY:-python}
 OUT=$RUNS/eval-default
 mkdir -p "$OUT"
-ADAPTER=$($PY -m spectra_rec.cli align --dataset ml-100k --runs "$RUNS" | sed -n 's/^sft folder: //p')
+# ALIGN_ARGS is split into words on purpose: it holds several flags
+# shellcheck disable=SC2086
+ADAPTER=$($PY -m spectra_rec.cli align --dataset ml-100k --runs "$RUNS" ${ALIGN_ARGS:-} | sed -n 's/^sft folder: //p')
 echo "adapter: $ADAPTER"
 for r in logit name choice; do
   $PY -m spectra_rec.cli probe --dataset ml-100k --runs "$RUNS" --adapter "$ADAPTER" --readout $r --out "$OUT/spectra-$r.parquet" --no-progress

@@ -66,6 +66,10 @@ def candidates():
         # bf16 where the CPU has it
         "default": base,
         "default-bf16": replace(base, bf16=True),
+        # a full CPT epoch, paid for with 2 rows per user instead of 3
+        "cpt1-u2": replace(base, cpt_train=replace(base.cpt_train, epochs=1.0), sft=replace(base.sft, refs_per_user=2)),
+        # a third of the default's CPT
+        "cpt0.1": replace(base, cpt_train=replace(base.cpt_train, epochs=0.1)),
     }
 
 
