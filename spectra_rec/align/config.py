@@ -109,6 +109,7 @@ class LoraSettings:
 
 def _default_cpt() -> TrainConfig:
     # A short CPT: it teaches the item texts and the answer slot; the per-user signal comes from SFT's readout loss.
+    # A third of it and a full epoch both read worse on dev (candidates cpt0.1 and cpt1-u2 of tune_align.py).
     return TrainConfig(epochs=0.3, learning_rate=3e-3, batch_size=8, warmup_ratio=0.05, weight_decay=0.01)
 
 
