@@ -8,6 +8,9 @@ so the two metrics trade against each other. This prints where each family sits,
 cohort (the seeded users of ``spectra-rec evaluate --cohort dev``; the test cohort is never read):
 
 - ``uhf-decay`` over a (decay, shrink) grid (``uhf`` is decay 1, shrink 0);
+- ``uhf@N`` (the last N train items only, as many as the prompt lists) shrunk towards popularity,
+  p = (1 - shrink) * uhf@N + shrink * pop: what a readout that counts the categories of the listed
+  items, and nothing more, can reach (``--windows``; N = 20 is the default prompt's);
 - each readout's tau-1 table ``spectra-<readout>.parquet`` under a per-category contrast,
   p = softmax((log p_u - beta * m) / tau) with m the dev mean of log p_u and tau refit on dev for
   each beta (beta 0 is ``--tau auto``). beta > 0 takes mass from the categories every user gets.
@@ -35,13 +38,15 @@ def main(argv=None) -> int:
     ap.add_argument("--decays", type=float, nargs="+", default=[0.9, 0.95, 0.97, 0.99, 1.0])
     ap.add_argument("--shrinks", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4])
     ap.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
+    ap.add_argument("--windows", type=int, nargs="*", default=[20, 40, 60],
+                    help="context sizes N of the uhf@N rows (none: skip them)")
     args = ap.parse_args(argv)
     from spectra_rec.data import load_dataset, split_dataset
     from spectra_rec.evaluate import EvalConfig, cohort_users
     from spectra_rec.metrics.distribution import js_divergence
     from spectra_rec.metrics.exposure import exposure_entropy, topk_exposure
     from spectra_rec.priors import PriorTable
-    from spectra_rec.priors.history import uhf, uhf_decay
+    from spectra_rec.priors.history import popularity, uhf, uhf_decay
     from spectra_rec.probe.temperature import fit_tau, tempered
 
     ds = load_dataset(args.dataset)
@@ -64,6 +69,11 @@ def main(argv=None) -> int:
     for d in args.decays:
         for s in args.shrinks:
             line(f"uhf-decay {d:g} shrink {s:g}", uhf_decay(split, d, s)[dev])
+    pop = popularity(split)[dev]
+    for n in args.windows:
+        recent = uhf(split, n)[dev]
+        for s in args.shrinks:
+            line(f"uhf@{n} shrink {s:g}", (1 - s) * recent + s * pop)
     for readout in READOUTS:
         path = args.tables / f"spectra-{readout}.parquet"
         if not path.exists():
