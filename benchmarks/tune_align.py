@@ -71,9 +71,10 @@ def candidates():
         # a third of the default's CPT
         "cpt0.1": replace(base, cpt_train=replace(base.cpt_train, epochs=0.1)),
         # the same SFT tokens in twice the optimizer steps (micro-batches of 8, no accumulation), and in
-        # four times the steps (micro-batches of 4)
+        # four and eight times the steps (micro-batches of 4 and of 2)
         "acc1": replace(base, sft_train=replace(base.sft_train, grad_accum=1)),
         "b4": replace(base, sft_train=replace(base.sft_train, batch_size=4, grad_accum=1)),
+        "b2": replace(base, sft_train=replace(base.sft_train, batch_size=2, grad_accum=1)),
         # two SFT epochs (twice the SFT time)
         "sft2": replace(base, sft_train=replace(base.sft_train, epochs=2.0)),
     }
