@@ -39,6 +39,7 @@ def candidates():
     # the packed readout SFT as it was before rows shared a prefix: one point per row, anywhere in the
     # window, no history question (fp32; "-bf16" with bf16 autocast)
     packed = replace(last.sft, refs_per_user=2, refs_per_row=1, ref_range=(0.0, 1.0), history_weight=0.0)
+    acc2 = replace(base, sft_train=replace(base.sft_train, grad_accum=2))
 
     def cand(cpt_epochs, sft=None, sft_epochs=None, sft_lr=None, **kw):
         return replace(last, cpt_train=replace(last.cpt_train, epochs=cpt_epochs), sft=sft or last.sft,
@@ -62,21 +63,21 @@ def candidates():
         "rows3-u3-late-hist3-bf16": replace(last, sft=replace(last.sft, refs_per_user=3, history_weight=3.0), bf16=True),
         # the last release's default: 4 rows of 3 late points per user, micro-batches of 16 (over the time budget)
         "rows3-u4-late-hist-b16": last,
-        # the default: 3 rows of 3 points per user at 50-90% of the window, micro-batches of 8 (2 per step);
-        # bf16 where the CPU has it
-        "default": base,
-        "default-bf16": replace(base, bf16=True),
+        # the previous default: 3 rows of 3 points per user at 50-90% of the window, micro-batches of 8,
+        # 2 per optimizer step (168 steps); bf16 where the CPU has it
+        "acc2": acc2,
+        "acc2-bf16": replace(acc2, bf16=True),
         # a full CPT epoch, paid for with 2 rows per user instead of 3
-        "cpt1-u2": replace(base, cpt_train=replace(base.cpt_train, epochs=1.0), sft=replace(base.sft, refs_per_user=2)),
-        # a third of the default's CPT
-        "cpt0.1": replace(base, cpt_train=replace(base.cpt_train, epochs=0.1)),
-        # the same SFT tokens in twice the optimizer steps (micro-batches of 8, no accumulation), and in
-        # four and eight times the steps (micro-batches of 4 and of 2)
-        "acc1": replace(base, sft_train=replace(base.sft_train, grad_accum=1)),
+        "cpt1-u2": replace(acc2, cpt_train=replace(acc2.cpt_train, epochs=1.0), sft=replace(acc2.sft, refs_per_user=2)),
+        # a third of acc2's CPT
+        "cpt0.1": replace(acc2, cpt_train=replace(acc2.cpt_train, epochs=0.1)),
+        # the default: acc2's SFT tokens in twice the optimizer steps (one micro-batch of 8 per step), and
+        # in four and eight times the steps (micro-batches of 4 and of 2)
+        "default": base,
         "b4": replace(base, sft_train=replace(base.sft_train, batch_size=4, grad_accum=1)),
         "b2": replace(base, sft_train=replace(base.sft_train, batch_size=2, grad_accum=1)),
-        # two SFT epochs (twice the SFT time)
-        "sft2": replace(base, sft_train=replace(base.sft_train, epochs=2.0)),
+        # two SFT epochs of acc2 (twice the SFT time, as many steps as the default)
+        "sft2": replace(acc2, sft_train=replace(acc2.sft_train, epochs=2.0)),
     }
 
 
