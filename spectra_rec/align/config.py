@@ -98,23 +98,11 @@ class LoraSettings:
 # The three defaults below are the "default" candidate of benchmarks/tune_align.py, which prints its
 # ml-100k DEV-cohort row next to the others; no test-cohort figure went into them. The rule: the lowest
 # best-readout dev JS among the candidates whose cold alignment fits the 10-minute 2-core budget
-# (benchmarks/bench_align.py). The release before last, 4 rows per user in micro-batches of 16
-# ("rows3-u4-late-hist-b16", dev name JS 0.1690 at tau 1), took 665 s cold; the last release, 3 rows per
-# user in micro-batches of 8, two per optimizer step ("acc2"), read dev name JS 0.1688 and aligned in
-# 512 s with 1.9 GiB peak RSS on a 2-core AMD EPYC with native bf16. One micro-batch per step (the
-# default) against it, on a 2-core Intel Xeon with AVX512-BF16 and the same CPT, dev JS at tau auto
-# (name / logit / choice) and SFT stage time:
-#   2 micro-batches per step (168 steps, "acc2"):  0.1689 / 0.1724 / 0.1755, SFT 576 s
-#   1 micro-batch of 8 (336 steps, the default):  0.1615 / 0.1741 / 0.1723, SFT 532 s
-#   micro-batches of 4 (672 steps, "b4"):         0.1619 / 0.1700 / 0.1678, SFT 560 s
-#   micro-batches of 2 (1,344 steps, "b2"):       0.1601 / 0.1661 / 0.1656, SFT 685 s
-#   2 SFT epochs, 2 per step (336 steps, "sft2"): 0.1589 / 0.1612 / 0.1612, SFT 1,018 s
-# The default and b4 tie on the best readout and the default is the faster; b2 and sft2 add 150 s and
-# 490 s of SFT to it. On that Xeon a cold bench_align.py of the default took 645 s (CPT 110 s, SFT
-# 535 s) with 1.8 GiB peak RSS: over the budget there, where acc2 is slower still. The defaults before
-# the packed readout SFT (CPT 1.5 epochs, LoRA SFT 3 epochs on one sampled answer per reference point,
-# 10-item context) were picked by comparing test-cohort figures; they remain the "previous" candidate,
-# whose dev row has not been measured.
+# (benchmarks/bench_align.py). docs/defaults.md has the candidate table (this default reads dev name JS
+# 0.1615 at tau auto, against 0.1689 for the last release's "acc2"), the cold times per CPU and the
+# negative results. The defaults before the packed readout SFT (CPT 1.5 epochs, LoRA SFT 3 epochs on one
+# sampled answer per reference point, 10-item context) were picked by comparing test-cohort figures;
+# they remain the "previous" candidate, whose dev row has not been measured.
 
 
 def _default_cpt() -> TrainConfig:
@@ -127,7 +115,7 @@ def _default_sft() -> TrainConfig:
     # One micro-batch of 8 per optimizer step: twice the steps of accumulating two (336 against 168)
     # on the same tokens. At 168 steps the model barely counted the categories of its own prompt
     # (benchmarks/context_fidelity.py, dev: its answer to the history question was JS 0.113 from the
-    # prompt's category mix, 0.090 at 336 steps); the name and choice readouts gained (see above).
+    # prompt's category mix, 0.090 at 336 steps); the name and choice readouts gained (docs/defaults.md).
     return TrainConfig(epochs=1.0, learning_rate=3e-3, batch_size=8, grad_accum=1, warmup_ratio=0.05, weight_decay=0.0)
 
 
