@@ -30,7 +30,9 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see spectra_rec/align/cli.py
+    from spectra_rec.cli import quiet_openmp
+
+    policy = quiet_openmp(spin_when_idle=True)  # as spectra-rec align does, before torch is imported
     import torch
 
     from spectra_rec.align.config import AlignConfig
@@ -71,7 +73,7 @@ def main() -> int:
     print()
     print(f"dataset {ds.name}: {sft['users']['train']} training users, {sft['users']['val']} validation users; "
           f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
-    print(f"load average at start {load0[0]:.2f}, at end {load1[0]:.2f} (1-min)")
+    print(f"load average at start {load0[0]:.2f}, at end {load1[0]:.2f} (1-min); OMP_WAIT_POLICY {policy}")
     print(f"{'phase':5} {'stage s':>8} {'train s':>8} {'steps':>6} {'tokens':>9} {'tok/s':>8} {'loss0':>7} "
           f"{'loss end':>8} {'val0':>7} {'val end':>7}")
     for r in rows:

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="B", help="batch sizes of CPT and SFT")
     p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (both phases)")
     p.add_argument("--context-items", type=int, default=None, help="N: interactions of SFT context")
+    p.add_argument("--history-summary", action="store_true",
+                   help="sum up the interactions older than the SFT context in one line of category shares")
     p.add_argument("--refs-per-user", type=int, default=None, help="SFT rows (last reference points) per user")
     p.add_argument("--refs-per-row", type=int, default=None,
                    help="SFT reference points that share one history prefix (packed readout SFT)")
@@ -102,6 +104,8 @@ def config_from_args(args) -> AlignConfig:
     sft = {}
     if args.context_items is not None:
         sft["context_items"] = args.context_items
+    if args.history_summary:
+        sft["history_summary"] = True
     if args.refs_per_user is not None:
         sft["refs_per_user"] = args.refs_per_user
     if args.refs_per_row is not None:
@@ -119,7 +123,7 @@ def config_from_args(args) -> AlignConfig:
 
 
 def run(args) -> int:
-    import torch  # OMP_WAIT_POLICY was set by spectra_rec.cli.main (quiet_openmp)
+    import torch  # OMP_WAIT_POLICY was set by spectra_rec.cli.main (quiet_openmp, spinning when idle)
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -340,13 +340,13 @@ def prompt_budget(tokenizer, ds, config: AlignConfig) -> int:
 
 
 def make_fit(tokenizer, budget: int):
-    """``fit(dataset, user, items, max_items)`` keeping the most recent items within ``budget`` prefix tokens."""
+    """``fit(dataset, user, items, max_items, summary=False)`` keeping the most recent items within ``budget`` prefix tokens."""
 
     def count(text: str) -> int:
         return len(tokenizer(text)["input_ids"])
 
-    def fit(dataset, user, items, max_items):
-        return T.fit_history_prefix(dataset, user, items, count, budget, max_items)
+    def fit(dataset, user, items, max_items, summary=False):
+        return T.fit_history_prefix(dataset, user, items, count, budget, max_items, summary)
 
     return fit
 
@@ -356,7 +356,8 @@ def sft_stage_config(ds, split, config: AlignConfig, users, val_users, cpt_dir: 
     return _common(ds, split, config, users, val_users, runs) | {
         "stage": "sft",
         "cpt": cpt_dir.name if cpt_dir is not None else None,
-        "sft": config.sft.to_dict(),
+        # the history summary: in the key only when set, so that folders cached before the option keep their hash
+        "sft": {k: v for k, v in config.sft.to_dict().items() if k != "history_summary" or v},
         "train": asdict(config.sft_train),
         "sft_mode": config.resolved_sft_mode,
         "lora": config.to_dict()["lora"] if config.resolved_sft_mode == "lora" else None,
@@ -450,7 +451,8 @@ def run_sft(ds, split, config: AlignConfig, runs: Path, fresh: bool, cpt_dir: Pa
                          "reference_points": len(points), "readout_loss": list(config.sft.readout_loss),
                          "tokens": train_set.n_tokens, "answer_tokens": train_set.n_label_tokens,
                          "trainable_parameters": int(trainable)},
-            "context": {"max_items": config.sft.context_items, "prefix_token_budget": budget,
+            "context": {"max_items": config.sft.context_items, "history_summary": config.sft.history_summary,
+                        "prefix_token_budget": budget,
                         "examples_with_dropped_items": int((dropped > 0).sum()),
                         "items_dropped_total": int(dropped.sum())},
             "training": summary,

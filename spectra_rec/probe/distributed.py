@@ -176,7 +176,7 @@ class ProbeActor:
     """One backend, loaded once; ``__call__`` scores a batch of users into their result rows."""
 
     def __init__(self, dataset, split, spec: ModelSpec, backend: str, backend_options: dict, readout: str,
-                 readout_options: dict, max_items: int | None):
+                 readout_options: dict, max_items: int | None, history_summary: bool = False):
         from spectra_rec.probe.backends import make_backend
         from spectra_rec.probe.prompts import PromptBuilder
         from spectra_rec.probe.readouts import make_readout
@@ -190,7 +190,7 @@ class ProbeActor:
         self.dataset, self.split = dataset, split
         self.backend = make_backend(backend, model, tokenizer, **backend_options)
         self.readout = make_readout(readout, **readout_options)
-        self.builder = PromptBuilder(dataset, split, tokenizer, self.backend.max_length, max_items)
+        self.builder = PromptBuilder(dataset, split, tokenizer, self.backend.max_length, max_items, history_summary)
         self.readout.prepare(self.builder)
         check_answer_ids(self.readout, Path(spec.path) if spec.kind == "align" else None)
 
@@ -257,7 +257,8 @@ def probe_prior_ray(
     """
     from spectra_rec.probe.prompts import PromptBuilder
     from spectra_rec.probe.readouts import make_readout
-    from spectra_rec.probe.shards import cohort, manifest_hash, merge_shards, output_paths, prepare_parts, read_parts
+    from spectra_rec.probe.shards import (cohort, manifest_hash, merge_shards, output_paths, prepare_parts, read_parts,
+                                          sft_history_summary)
     from spectra_rec.text.templates import TEMPLATE_VERSION
 
     if chunk_users < 1:
@@ -284,10 +285,11 @@ def probe_prior_ray(
         adapter_spec = spec
     # The driver's copy of the readout, for the metadata (its answer tokens, blocks, anchor): it
     # needs the tokenizer, never the weights.
-    ro = make_readout(readout, **readout_options)
-    ro.prepare(PromptBuilder(dataset, split, _tokenizer(spec), 1 << 30, max_items))
-    all_users = cohort(split, users, max_users)
     adapter_manifest = Path(adapter_spec.path) if adapter_spec.kind == "align" else None
+    history_summary = sft_history_summary(adapter_manifest)  # the merged model's folder no longer says
+    ro = make_readout(readout, **readout_options)
+    ro.prepare(PromptBuilder(dataset, split, _tokenizer(spec), 1 << 30, max_items, history_summary))
+    all_users = cohort(split, users, max_users)
     meta = {
         "method": ro.method,
         **ro.meta(),
@@ -299,6 +301,7 @@ def probe_prior_ray(
         "dataset": dataset.name,
         "split_ratio": split.ratio,
         "max_items": max_items,
+        "history_summary": history_summary,
         "cohort_users": int(len(all_users)),
         "cohort_digest": artifacts.config_hash({"users": all_users.tolist()}),
         "shards": 1,
@@ -315,7 +318,7 @@ def probe_prior_ray(
         ray, started = connect(ray_config)
         try:
             _run_pool(ray, dataset, split, spec, backend, backend_options, readout, readout_options, max_items,
-                      todo, chunk_users, ray_config, shard_dir, actor_cls, progress)
+                      todo, chunk_users, ray_config, shard_dir, actor_cls, progress, history_summary)
         finally:
             if started:
                 ray.shutdown()
@@ -329,7 +332,7 @@ def probe_prior_ray(
 
 
 def _run_pool(ray, dataset, split, spec, backend, backend_options, readout, readout_options, max_items, todo,
-              chunk_users, cfg: RayConfig, shard_dir: Path, actor_cls, progress) -> None:
+              chunk_users, cfg: RayConfig, shard_dir: Path, actor_cls, progress, history_summary: bool = False) -> None:
     from tqdm.auto import tqdm
 
     from spectra_rec.probe.shards import chunk_path
@@ -342,7 +345,8 @@ def _run_pool(ray, dataset, split, spec, backend, backend_options, readout, read
         actor_cls,
         fn_constructor_kwargs=dict(dataset=dataset, split=split, spec=spec, backend=backend,
                                    backend_options=backend_options, readout=readout,
-                                   readout_options=readout_options, max_items=max_items),
+                                   readout_options=readout_options, max_items=max_items,
+                                   history_summary=history_summary),
         batch_size=chunk_users,
         batch_format="numpy",
         concurrency=cfg.workers,

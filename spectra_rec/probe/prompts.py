@@ -51,7 +51,8 @@ class History:
 class PromptBuilder:
     """Tokenize templates for one (dataset, split, tokenizer, context length)."""
 
-    def __init__(self, dataset, split, tokenizer, max_length: int, max_items: int | None = None):
+    def __init__(self, dataset, split, tokenizer, max_length: int, max_items: int | None = None,
+                 history_summary: bool = False):
         if max_items is not None and max_items < 0:
             raise ValueError(f"max_items must be >= 0 or None, got {max_items}")
         self.dataset = dataset
@@ -59,6 +60,8 @@ class PromptBuilder:
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.max_items = max_items
+        self.history_summary = bool(history_summary)
+        """Sum up the items older than the shown ones in one line (as the adapter's SFT prompts did)."""
         self._checked_boundaries: set[str] = set()
 
     # ---- tokenization ------------------------------------------------------------
@@ -121,7 +124,8 @@ class PromptBuilder:
         budget = self.max_length - reserve
 
         def build(m: int) -> tuple[tuple[int, ...], str, int]:
-            text, dropped = templates.history_prefix(self.dataset, user, items, max_items=m)
+            text, dropped = templates.history_prefix(self.dataset, user, items, max_items=m,
+                                                     summary=self.history_summary)
             framed = frame(text)
             return self.encode_prefix(framed), framed, dropped
 

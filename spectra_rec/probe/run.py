@@ -50,6 +50,7 @@ from spectra_rec.probe.shards import (
     readout_summary,
     result_rows,
     rows_to_table,
+    sft_history_summary,
     shard_users,
 )
 from spectra_rec.text.templates import TEMPLATE_VERSION
@@ -101,7 +102,8 @@ def probe_prior(
         raise ConfigError("sharded probing needs out= (the shards merge through their partial files)")
     ro = make_readout(readout, **(readout_options or {}))
     be = make_backend(backend, model, tokenizer, **(backend_options or {})) if isinstance(backend, str) else backend
-    builder = PromptBuilder(dataset, split, tokenizer, be.max_length, max_items)
+    history_summary = sft_history_summary(adapter_manifest)  # prompts read as the adapter's SFT wrote them
+    builder = PromptBuilder(dataset, split, tokenizer, be.max_length, max_items, history_summary)
     ro.prepare(builder)
     check_answer_ids(ro, adapter_manifest)
     all_users = cohort(split, users, max_users)
@@ -117,6 +119,7 @@ def probe_prior(
         "dataset": dataset.name,
         "split_ratio": split.ratio,
         "max_items": max_items,
+        "history_summary": history_summary,
         "cohort_users": int(len(all_users)),
         "cohort_digest": artifacts.config_hash({"users": all_users.tolist()}),
         "shards": shard[1],

@@ -78,19 +78,32 @@ def manifest_hash(adapter_manifest) -> str | None:
     return artifacts.file_digest(p)
 
 
+def load_manifest(adapter_manifest) -> dict | None:
+    """An adapter's manifest from a folder, a file or a manifest dict (None when absent or unreadable)."""
+    if adapter_manifest is None or isinstance(adapter_manifest, dict):
+        return adapter_manifest
+    p = Path(adapter_manifest)
+    p = p / artifacts.MANIFEST if p.is_dir() else p
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def sft_history_summary(adapter_manifest) -> bool:
+    """Whether an adapter's SFT prompts summed up the history older than their context (``SFTConfig.history_summary``)."""
+    manifest = load_manifest(adapter_manifest) or {}
+    ctx = manifest.get("context") or {}
+    if "history_summary" in ctx:
+        return bool(ctx["history_summary"])
+    return bool(((manifest.get("config") or {}).get("sft") or {}).get("history_summary", False))
+
+
 def check_answer_ids(ro: Readout, adapter_manifest) -> None:
     """Warn when the answer tokens found in context differ from the ids the adapter was trained on."""
-    if adapter_manifest is None:
+    manifest = load_manifest(adapter_manifest)
+    if manifest is None:
         return
-    if isinstance(adapter_manifest, dict):
-        manifest = adapter_manifest
-    else:
-        p = Path(adapter_manifest)
-        p = p / artifacts.MANIFEST if p.is_dir() else p
-        try:
-            manifest = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            return
     ids = getattr(ro, "token_ids", None) or []
     for key, words in ro.answer_words().items():
         trained = manifest.get(key) or {}

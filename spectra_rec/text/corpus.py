@@ -68,6 +68,10 @@ class SFTConfig:
 
     context_items: int = 20
     """N: interactions before the reference time kept as context (the most recent N)."""
+    history_summary: bool = False
+    """Sum up the interactions older than the context in one line of category shares before the list
+    (``templates.history_summary``): the prompt then tells the whole train window's category mix, not
+    only the last N items'. The probe reads an aligned model's prompts the same way."""
     refs_per_user: int = 4
     """Reference points drawn per user (fewer when the window is short); each is the last one of its row."""
     refs_per_row: int = 1
@@ -276,9 +280,10 @@ class _Renderer:
         self.children = [np.array([index[c] for c in tax[n]]) for n in self.l1_names]
 
     def prefix(self, user: int, context: np.ndarray) -> tuple[str, int]:
+        summary = self.cfg.history_summary
         if self.fit is not None:
-            return self.fit(self.ds, user, context, self.cfg.context_items)
-        return T.history_prefix(self.ds, user, context, max_items=self.cfg.context_items)
+            return self.fit(self.ds, user, context, self.cfg.context_items, summary)
+        return T.history_prefix(self.ds, user, context, max_items=self.cfg.context_items, summary=summary)
 
     def draw(self, fmt: str, rng: np.random.Generator, f: np.ndarray, context_mass: np.ndarray):
         """(question, completion) for one format given the target distribution f."""
@@ -359,7 +364,7 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
                      seed: int = 0, fit: Callable | None = None) -> Iterator[ReferencePoint]:
     """The reference points of ``users``' train windows with their sampled examples (seeded, in order).
 
-    ``fit(dataset, user, items, max_items) -> (prefix, dropped)`` may replace the plain
+    ``fit(dataset, user, items, max_items, summary) -> (prefix, dropped)`` may replace the plain
     ``history_prefix`` (e.g. :func:`spectra_rec.text.templates.fit_history_prefix` bound to a
     tokenizer and a token budget).
     """
@@ -382,10 +387,13 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
             mid = 0.5 * (config.ref_range[0] + config.ref_range[1]) * n
             candidates = inside if len(inside) else candidates[[int(np.argmin(np.abs(candidates - mid)))]]
         refs = np.sort(rng.choice(candidates, size=min(config.refs_per_user, len(candidates)), replace=False))
+        summary = config.history_summary
         for r in refs:
-            start = max(0, r - config.context_items)
-            prefix, dropped = render.prefix(u, items[start:r])
-            start += dropped  # the row's prefix shows items[start:r]; every point of the row reads a prefix of it
+            window = max(0, r - config.context_items)
+            # with a summary the prefix gets the whole history before r: the items it drops are summed up
+            prefix, dropped = render.prefix(u, items[0 if summary else window : r])
+            start = (0 if summary else window) + dropped  # the row's prefix lists items[start:r]
+            dropped = start - window  # context items the token budget dropped
             for j in range(config.refs_per_row - 1, -1, -1):  # the row's points in time order, r last
                 rj = int(r - j * config.row_stride)
                 if rj - start < config.min_context:
@@ -395,8 +403,14 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
                 if f is None:  # no categorized item in the future window
                     continue
                 context = items[start:rj]
-                text = prefix if rj == r else T.history_prefix(dataset, u, context)[0]
-                context_mass = category_mass(dataset, context)
+                if rj == r:
+                    text = prefix
+                elif summary:  # every point of the row sums up the same older items, items[:start]
+                    text = T.history_prefix(dataset, u, items[:rj], max_items=rj - start, summary=True)[0]
+                else:
+                    text = T.history_prefix(dataset, u, context)[0]
+                # the history question's target: the category mix of everything the prompt tells
+                context_mass = category_mass(dataset, items[:rj] if summary else context)
                 qs = []
                 for fmt in rng.choice(fmts, size=config.examples_per_ref, p=weights):
                     q, a = render.draw(str(fmt), rng, f, context_mass)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from spectra_rec.errors import ConfigError
 
 TEMPLATE_VERSION = "spectra-v2"
@@ -84,20 +86,44 @@ def user_text(dataset, user: int) -> str:
     return ", ".join(f"{c} {row[c]}" for c in fields)
 
 
-def history_prefix(dataset, user: int, items: Sequence[int], max_items: int | None = None) -> tuple[str, int]:
+def history_summary(dataset, items: Sequence[int]) -> str:
+    """``Earlier, 143 items: Drama 31%, Comedy 22%, Action 9%`` (empty for no items).
+
+    The category mix of ``items`` (each item's unit mass split over its categories), in whole
+    percent, largest first; categories under half a percent are left out.
+    """
+    items = list(items)
+    if not items:
+        return ""
+    mass = np.asarray(dataset.membership[np.asarray(items, dtype=np.int64)].sum(axis=0), dtype=np.float64).ravel()
+    total = mass.sum()
+    if total <= 0:
+        return f"Earlier, {len(items)} items."
+    share = np.rint(100.0 * mass / total).astype(int)
+    order = sorted(np.flatnonzero(share > 0), key=lambda k: (-mass[k], k))
+    mix = ", ".join(f"{dataset.categories[k]} {share[k]}%" for k in order)
+    return f"Earlier, {len(items)} items: {mix}."
+
+
+def history_prefix(dataset, user: int, items: Sequence[int], max_items: int | None = None,
+                   summary: bool = False) -> tuple[str, int]:
     """The shared user-history prefix of every prompt; keeps the most recent ``max_items``.
 
+    ``summary``: the dropped older items are not lost but summed up in one line before the list
+    (:func:`history_summary`), so a short list still tells the whole history's category mix.
     Returns the text and how many older items were dropped (callers log it).
     """
     items = list(items)
     dropped = 0
     if max_items is not None and len(items) > max_items:
         dropped = len(items) - max_items
-        items = items[dropped:]
+    older, items = items[:dropped], items[dropped:]
     lines = []
     profile = user_text(dataset, user)
     if profile:
         lines.append(f"User profile: {profile}.")
+    if summary and older:
+        lines.append(history_summary(dataset, older))
     lines.append("Watched, oldest first:")
     lines.extend(f"- {item_text(dataset, i)}" for i in items)
     return "\n".join(lines) + "\n", dropped
@@ -171,6 +197,7 @@ def fit_history_prefix(
     count_tokens,
     max_tokens: int,
     max_items: int | None = None,
+    summary: bool = False,
 ) -> tuple[str, int]:
     """``history_prefix`` keeping the most recent items whose rendered prefix fits ``max_tokens``.
 
@@ -180,20 +207,22 @@ def fit_history_prefix(
     """
     items = list(items)
     total = len(items)
-    if max_items is not None and total > max_items:
-        items = items[total - max_items :]
-    n = len(items)
-    text = history_prefix(dataset, user, items)[0]
+    n = total if max_items is None else min(total, max_items)
+
+    def render(kept: int) -> str:
+        return history_prefix(dataset, user, items, max_items=kept, summary=summary)[0]
+
+    text = render(n)
     if n <= 1 or count_tokens(text) <= max_tokens:
         return text, total - n
     lo, hi = 1, n - 1  # the largest kept count in [lo, hi] whose prefix fits (lo is the floor)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if count_tokens(history_prefix(dataset, user, items[n - mid :])[0]) <= max_tokens:
+        if count_tokens(render(mid)) <= max_tokens:
             lo = mid
         else:
             hi = mid - 1
-    return history_prefix(dataset, user, items[n - lo :])[0], total - lo
+    return render(lo), total - lo
 
 
 # ---- item quiz (CPT corpus): teaches the answer slot and its tokens on item facts, not user targets ----

@@ -97,3 +97,23 @@ def test_align_cli_flags_reach_the_config():
     assert config_from_args(p.parse_args([])).bf16 is None
     assert config_from_args(p.parse_args(["--bf16", "off"])).bf16 is False
     assert config_from_args(p.parse_args(["--bf16", "auto"])).bf16 is None
+
+
+@pytest.mark.parametrize("load, spin, env, expected", [
+    (0.0, True, None, "default"),  # idle machine, training: the runtime's short spin
+    (0.0, False, None, "PASSIVE"),  # idle machine, anything else: sleep at once
+    (5.0, True, None, "PASSIVE"),  # busy cores: sleep at once, training too
+    (0.0, True, "ACTIVE", "ACTIVE"),  # an explicit value wins
+])
+def test_openmp_wait_policy_spins_only_for_training_on_free_cores(monkeypatch, load, spin, env, expected):
+    import os
+
+    from spectra_rec.cli import quiet_openmp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    if env:
+        monkeypatch.setenv("OMP_WAIT_POLICY", env)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert quiet_openmp(spin_when_idle=spin) == expected
+    assert os.environ.get("OMP_WAIT_POLICY", "default") == expected

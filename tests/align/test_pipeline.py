@@ -205,6 +205,30 @@ def test_cli_arguments_build_the_config(tmp_path):
     assert cfg.max_users == 50 and cfg.lora.r == 8 and cfg.cpt_lora.r == 8
     assert cfg.sft.context_items == 5 and cfg.sft.mixture == {"name": 1}
     assert cfg.base_model is None and cfg.resolved_cpt_mode == "full"
+    assert not cfg.sft.history_summary
+    assert cli.config_from_args(p.parse_args(["--history-summary"])).sft.history_summary
+
+
+def test_history_summary_trains_packed_rows_and_the_probe_reads_it(synthetic, synthetic_split, tmp_path):
+    from dataclasses import replace
+
+    from spectra_rec.artifacts import config_hash, read_manifest
+    from spectra_rec.probe.run import spectra_prior
+    from spectra_rec.testing.tiny import quick_align_config
+
+    plain = quick_align_config(sft=C.SFTConfig(context_items=4, refs_per_user=1, refs_per_row=2, examples_per_ref=1,
+                                               readout_loss=("name",), history_weight=1.0))
+    summed = replace(plain, sft=replace(plain.sft, history_summary=True))
+    users, val = pipeline.select_users(synthetic_split, plain)
+    key = lambda c: pipeline.sft_stage_config(synthetic, synthetic_split, c, users, val, None)  # noqa: E731
+    assert "history_summary" not in key(plain)["sft"]  # folders cached before the option keep their hash
+    assert config_hash(key(plain)) != config_hash(key(summed))
+    sft = pipeline.align((synthetic, synthetic_split), summed, tmp_path)
+    m = read_manifest(sft)
+    assert m["context"]["history_summary"] is True and np.isfinite(m["training"]["train_loss_last"])
+    table = spectra_prior((synthetic, synthetic_split), runs=tmp_path, readout="name", adapter=sft, max_users=3,
+                          progress=False)
+    assert table.meta["history_summary"] is True and np.allclose(table.probs.sum(axis=1), 1.0)
 
 
 def test_base_model_directory_lora_cpt_then_sft_and_sft_only(strong, tmp_path):

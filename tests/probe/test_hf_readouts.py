@@ -382,3 +382,13 @@ def test_hierarchical_needs_a_partition(tiny):
         HierarchicalReadout(taxonomy=bad).prepare(builder)
     with pytest.raises(ValueError, match="under no L1"):
         HierarchicalReadout(taxonomy={"G0": ["G0-s0"]}).prepare(builder)
+
+
+def test_history_with_a_summary_lists_the_newest_items_and_sums_up_the_rest(tiny):
+    ds, split, model, tok = tiny
+    u = int(split.eval_users[np.argmax(split.n_train[split.eval_users])])
+    items = split.train_items(u)
+    h = PromptBuilder(ds, split, tok, 10_000, max_items=3, history_summary=True).history(u)
+    assert h.n_items == 3 and h.dropped == len(items) - 3
+    assert h.text == T.history_prefix(ds, u, items, max_items=3, summary=True)[0]
+    assert T.history_summary(ds, items[: h.dropped]) in h.text

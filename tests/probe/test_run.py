@@ -181,3 +181,20 @@ def test_answer_ids_are_checked_against_the_adapter_manifest(tiny, caplog):
         probe_prior(ds, split, model, tok, "logit", max_users=1,
                     adapter_manifest={"verbalizer_ids": good | {"No": good["No"] + 1}}, progress=False)
     assert "answer word 'No' reads token" in caplog.text
+
+
+def test_prompts_sum_up_older_items_when_the_adapters_sft_did(tiny):
+    from spectra_rec.probe.shards import sft_history_summary
+
+    ds, split, model, tok = tiny
+    on = {"context": {"max_items": 3, "history_summary": True}}
+    assert sft_history_summary(on) and sft_history_summary({"config": {"sft": {"history_summary": True}}})
+    assert not sft_history_summary({"context": {"max_items": 3}}) and not sft_history_summary(None)
+    kw = dict(max_users=4, max_items=3, progress=False)
+    summed = probe_prior(ds, split, model, tok, "logit", adapter_manifest=on, **kw)
+    plain = probe_prior(ds, split, model, tok, "logit", adapter_manifest={"context": {"max_items": 3}}, **kw)
+    assert summed.meta["history_summary"] is True and plain.meta["history_summary"] is False
+    assert not np.allclose(summed.probs, plain.probs)  # the model reads another prompt
+    again = probe_prior(ds, split, model, tok, "logit", adapter_manifest={"config": {"sft": {"history_summary": True}}},
+                        **kw)
+    np.testing.assert_allclose(again.probs, summed.probs)

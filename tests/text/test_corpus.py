@@ -272,3 +272,78 @@ def test_ref_range_draws_the_rows_points_late_in_the_window(synthetic, synthetic
     inside = [0.6 * n <= r <= 0.9 * n for r, n in refs]
     assert len(refs) > 100 and np.mean(inside) > 0.95  # short windows fall back to the point nearest the middle
     assert all(1 <= r < n for r, n in refs)
+
+
+def _mix_by_hand(ds, items) -> dict:
+    """Category shares of ``items`` counted from the item texts (each item's unit split over its categories)."""
+    mass: dict = {}
+    for i in items:
+        cats = ds.item_categories(i)
+        for c in cats:
+            mass[c] = mass.get(c, 0.0) + 1.0 / len(cats)
+    total = sum(mass.values())
+    return {c: m / total for c, m in mass.items()}
+
+
+def test_history_summary_states_the_category_shares_of_the_dropped_items(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    items = split.train_items(0)
+    assert len(items) > 10
+    text, dropped = T.history_prefix(ds, 0, items, max_items=5, summary=True)
+    assert dropped == len(items) - 5
+    assert text.replace(T.history_summary(ds, items[:dropped]) + "\n", "") == T.history_prefix(ds, 0, items, max_items=5)[0]
+    line = T.history_summary(ds, items[:dropped])
+    head, mix = line.rstrip(".").split(": ", 1)
+    assert head == f"Earlier, {dropped} items"
+    shares = [(c, int(v.rstrip("%"))) for c, v in (part.rsplit(" ", 1) for part in mix.split(", "))]
+    expected = _mix_by_hand(ds, items[:dropped])
+    assert {c for c, _ in shares} == {c for c in expected if round(100 * expected[c]) > 0}
+    masses = [expected[c] for c, _ in shares]
+    assert all(a >= b - 1e-12 for a, b in zip(masses, masses[1:]))  # largest first
+    for c, pct in shares:
+        assert abs(pct - 100 * expected[c]) <= 0.5 + 1e-9
+    # nothing dropped: no summary line; summary off: the plain prefix
+    assert T.history_prefix(ds, 0, items, summary=True) == T.history_prefix(ds, 0, items)
+    assert T.history_summary(ds, []) == ""
+
+
+def test_fit_history_prefix_sums_up_exactly_the_items_it_drops(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    items = split.train_items(0)
+
+    def count(text):
+        return len(text.split())
+
+    budget = count(T.history_prefix(ds, 0, items, max_items=6, summary=True)[0])
+    text, dropped = T.fit_history_prefix(ds, 0, items, count, budget, summary=True)
+    assert count(text) <= budget and 0 < dropped < len(items)
+    assert text == T.history_prefix(ds, 0, items, max_items=len(items) - dropped, summary=True)[0]
+    assert T.history_summary(ds, items[:dropped]) in text
+
+
+def test_summary_rows_share_one_prefix_and_the_history_target_covers_the_whole_history(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    cfg = C.SFTConfig(context_items=8, refs_per_user=2, refs_per_row=3, row_stride=2, examples_per_ref=1,
+                      history_summary=True)
+    points = list(C.reference_points(ds, split, config=cfg, seed=1))
+    rows: dict = {}
+    for rp in points:
+        rows.setdefault((rp.user, rp.row), []).append(rp)
+    summed = 0
+    for (u, r), group in rows.items():
+        train = split.train_items(u)
+        start = max(0, r - cfg.context_items)
+        for rp in group:
+            assert group[-1].prefix.startswith(rp.prefix)  # one history pass still serves every point
+            assert rp.prefix == T.history_prefix(ds, u, train[: rp.ref], max_items=rp.ref - start, summary=True)[0]
+            mass = C.category_mass(ds, train[: rp.ref])
+            np.testing.assert_allclose(rp.history, mass / mass.sum())
+        summed += start > 0
+    assert summed > 0.5 * len(rows)  # most rows have older items to sum up
+    # the same points and formats as without the summary
+    plain = list(C.reference_points(ds, split, config=C.SFTConfig(**{**cfg.to_dict(), "history_summary": False}), seed=1))
+
+    def draws(pts):
+        return [(p.user, p.ref, tuple(q[0] for q in p.questions)) for p in pts]
+
+    assert draws(plain) == draws(points)
