@@ -7,7 +7,8 @@ Each candidate is a set of overrides of ``AlignConfig()``; its alignment and pro
 under ``--runs`` (a rerun only scores). For every candidate and readout (logit, name, choice) it
 prints the mean per-user JS and category NDCG@5/10 against the long-term held-out truth on the
 *dev* cohort (the seeded users of ``spectra-rec evaluate --cohort dev``; the test cohort is never
-read), the mean per-category std of p across users (the truth's std alongside), and the
+read), the top-3 exposure entropy (bits), the mean per-category std of p across users (the
+truth's std alongside), and the
 candidate's align wall seconds; then the history baselines on the same users. The default in
 ``spectra_rec/align/config.py`` is to be the candidate with the lowest best-readout dev JS among
 those whose cold alignment fits the time budget (see the note there on which rows were measured).
@@ -39,7 +40,9 @@ def candidates():
     # the packed readout SFT as it was before rows shared a prefix: one point per row, anywhere in the
     # window, no history question (fp32; "-bf16" with bf16 autocast)
     packed = replace(last.sft, refs_per_user=2, refs_per_row=1, ref_range=(0.0, 1.0), history_weight=0.0)
-    acc2 = replace(base, sft_train=replace(base.sft_train, grad_accum=2))
+    # the last release's default: one micro-batch of 8 per optimizer step (336 steps)
+    b8 = replace(base, sft_train=replace(base.sft_train, batch_size=8, grad_accum=1))
+    acc2 = replace(b8, sft_train=replace(b8.sft_train, grad_accum=2))
 
     def cand(cpt_epochs, sft=None, sft_epochs=None, sft_lr=None, **kw):
         return replace(last, cpt_train=replace(last.cpt_train, epochs=cpt_epochs), sft=sft or last.sft,
@@ -71,13 +74,17 @@ def candidates():
         "cpt1-u2": replace(acc2, cpt_train=replace(acc2.cpt_train, epochs=1.0), sft=replace(acc2.sft, refs_per_user=2)),
         # a third of acc2's CPT
         "cpt0.1": replace(acc2, cpt_train=replace(acc2.cpt_train, epochs=0.1)),
-        # the default: acc2's SFT tokens in twice the optimizer steps (one micro-batch of 8 per step), and
-        # in four and eight times the steps (micro-batches of 4 and of 2)
-        "default": base,
+        # acc2's SFT tokens in twice the optimizer steps (one micro-batch of 8 per step; the last
+        # release's default), and in four and eight times the steps (micro-batches of 4 and of 2)
+        "b8": b8,
         "b4": replace(base, sft_train=replace(base.sft_train, batch_size=4, grad_accum=1)),
         "b2": replace(base, sft_train=replace(base.sft_train, batch_size=2, grad_accum=1)),
+        # the default: b2
+        "default": base,
         # two SFT epochs of acc2 (twice the SFT time, as many steps as the default)
         "sft2": replace(acc2, sft_train=replace(acc2.sft_train, epochs=2.0)),
+        # the default with the items older than the 20 shown summed up in one line of category shares
+        "summary": replace(b8, sft=replace(b8.sft, history_summary=True)),
     }
 
 
@@ -88,11 +95,15 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    from spectra_rec.cli import quiet_openmp
+
+    quiet_openmp(spin_when_idle=True)  # as spectra-rec align does: the recorded align times are comparable
     from spectra_rec.align import pipeline
     from spectra_rec.align.io import read_align_manifest
     from spectra_rec.data import load_dataset, split_dataset
     from spectra_rec.evaluate import EvalConfig, cohort_users
     from spectra_rec.metrics.distribution import js_divergence
+    from spectra_rec.metrics.exposure import exposure_entropy, topk_exposure
     from spectra_rec.metrics.ranking import category_ndcg
     from spectra_rec.priors.history import popularity, uhf, uhf_decay
     from spectra_rec.probe.run import spectra_prior
@@ -109,11 +120,12 @@ def main(argv=None) -> int:
 
     def row(label, p, extra=""):
         print(f"{label:<28}{js_divergence(p, q).mean():>8.4f}{category_ndcg(p, q, 5).mean():>8.4f}"
-              f"{category_ndcg(p, q, 10).mean():>8.4f}{p.std(0).mean():>9.4f}  {extra}")
+              f"{category_ndcg(p, q, 10).mean():>8.4f}{exposure_entropy(topk_exposure(p, 3)):>8.3f}"
+              f"{p.std(0).mean():>9.4f}  {extra}")
 
     print(f"{ds.name}: dev cohort {len(dev)} users (long-term truth); per-category std of the truth "
           f"{q.std(0).mean():.4f}")
-    print(f"{'candidate / readout':<28}{'JS':>8}{'NDCG@5':>8}{'NDCG@10':>8}{'std':>9}")
+    print(f"{'candidate / readout':<28}{'JS':>8}{'NDCG@5':>8}{'NDCG@10':>8}{'ent@3':>8}{'std':>9}")
     for name in names:
         cfg = all_c[name]
         t0 = time.perf_counter()

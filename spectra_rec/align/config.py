@@ -99,7 +99,7 @@ class LoraSettings:
 # ml-100k DEV-cohort row next to the others; no test-cohort figure went into them. The rule: the lowest
 # best-readout dev JS among the candidates whose cold alignment fits the 10-minute 2-core budget
 # (benchmarks/bench_align.py). docs/defaults.md has the candidate table (this default reads dev name JS
-# 0.1615 at tau auto, against 0.1689 for the last release's "acc2"), the cold times per CPU and the
+# 0.1601 at tau auto, against 0.1615 for the last release's "b8"), the cold times per CPU and the
 # negative results. The defaults before the packed readout SFT (CPT 1.5 epochs, LoRA SFT 3 epochs on one
 # sampled answer per reference point, 10-item context) were picked by comparing test-cohort figures;
 # they remain the "previous" candidate, whose dev row has not been measured.
@@ -112,11 +112,12 @@ def _default_cpt() -> TrainConfig:
 
 
 def _default_sft() -> TrainConfig:
-    # One micro-batch of 8 per optimizer step: twice the steps of accumulating two (336 against 168)
-    # on the same tokens. At 168 steps the model barely counted the categories of its own prompt
-    # (benchmarks/context_fidelity.py, dev: its answer to the history question was JS 0.113 from the
-    # prompt's category mix, 0.090 at 336 steps); the name and choice readouts gained (docs/defaults.md).
-    return TrainConfig(epochs=1.0, learning_rate=3e-3, batch_size=8, grad_accum=1, warmup_ratio=0.05, weight_decay=0.0)
+    # Micro-batches of 2, one per optimizer step: 1,344 steps on the tokens that 168 steps of 8 x 2 saw.
+    # At 168 steps the model barely counted the categories of its own prompt (benchmarks/context_fidelity.py,
+    # dev: its answer to the history question was JS 0.113 from the prompt's category mix, 0.090 at 336);
+    # every readout gained with the step count (docs/defaults.md). Small batches also pad less, so with
+    # OpenMP's idle spin (spectra_rec.cli.quiet_openmp) this SFT is no slower than batches of 8.
+    return TrainConfig(epochs=1.0, learning_rate=3e-3, batch_size=2, grad_accum=1, warmup_ratio=0.05, weight_decay=0.0)
 
 
 def _default_sft_text() -> SFTConfig:
