@@ -13,7 +13,9 @@ cohort (the seeded users of ``spectra-rec evaluate --cohort dev``; the test coho
   items, and nothing more, can reach (``--windows``; N = 20 is the default prompt's);
 - each readout's tau-1 table ``spectra-<readout>.parquet`` under a per-category contrast,
   p = softmax((log p_u - beta * m) / tau) with m the dev mean of log p_u and tau refit on dev for
-  each beta (beta 0 is ``--tau auto``). beta > 0 takes mass from the categories every user gets.
+  each beta (beta 0 is ``--tau auto``). beta > 0 takes mass from the categories every user gets;
+- with ``--averages``, the mean of two or three readouts' log p (an ensemble of the readouts), tau
+  refit on dev.
 
 Columns: mean per-user JS to the long-term held-out truth, top-3 exposure entropy (bits), the mean
 over categories of p's std across users, and ``both`` when JS <= uhf's and entropy >= uhf's.
@@ -23,6 +25,7 @@ Not part of the test pass/fail.
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
     ap.add_argument("--windows", type=int, nargs="*", default=[20, 40, 60],
                     help="context sizes N of the uhf@N rows (none: skip them)")
+    ap.add_argument("--averages", action="store_true",
+                    help="add rows for the mean log p of each pair of readouts and of all three")
     args = ap.parse_args(argv)
     from spectra_rec.data import load_dataset, split_dataset
     from spectra_rec.evaluate import EvalConfig, cohort_users
@@ -74,18 +79,25 @@ def main(argv=None) -> int:
         recent = uhf(split, n)[dev]
         for s in args.shrinks:
             line(f"uhf@{n} shrink {s:g}", (1 - s) * recent + s * pop)
+    logps = {}
     for readout in READOUTS:
         path = args.tables / f"spectra-{readout}.parquet"
         if not path.exists():
             print(f"{path}: not found (run benchmarks/eval_default.sh first)")
             continue
         # log p differs from the raw scores by a per-user constant, which the softmax ignores
-        logp = np.log(np.clip(PriorTable.load(path).matrix(ds, dev), 1e-12, 1.0))
+        logp = logps[readout] = np.log(np.clip(PriorTable.load(path).matrix(ds, dev), 1e-12, 1.0))
         m = logp.mean(axis=0)
         for beta in args.betas:
             s = logp - beta * m
             tau = fit_tau(s, q, readout)["tau"]
             line(f"spectra-{readout} beta {beta:g} tau {tau:.3f}", tempered(s, tau))
+    if args.averages:
+        for size in (2, 3):
+            for combo in itertools.combinations(logps, size):
+                s = np.mean([logps[r] for r in combo], axis=0)
+                tau = fit_tau(s, q, "+".join(combo))["tau"]
+                line(f"mean {'+'.join(combo)} tau {tau:.3f}", tempered(s, tau))
     return 0
 
 
