@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     for name in names:
         js = {r: [] for r in READOUTS + ("dg",)}
         for seed in args.seeds:
-            cfg = replace(all_c[name], seed=seed) if seed != all_c[name].seed else all_c[name]
+            cfg = replace(all_c[name], seed=seed)
             label = name if len(args.seeds) == 1 else f"{name}@{seed}"
             t0 = time.perf_counter()
             adapter = pipeline.align((ds, split), cfg, runs=args.runs)
