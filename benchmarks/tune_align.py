@@ -127,9 +127,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown candidate(s) {unknown}; known: {sorted(all_c)}")
 
     def row(label, p, extra=""):
-        print(f"{label:<28}{js_divergence(p, q).mean():>8.4f}{category_ndcg(p, q, 5).mean():>8.4f}"
+        js = float(js_divergence(p, q).mean())
+        print(f"{label:<28}{js:>8.4f}{category_ndcg(p, q, 5).mean():>8.4f}"
               f"{category_ndcg(p, q, 10).mean():>8.4f}{exposure_entropy(topk_exposure(p, 3)):>8.3f}"
               f"{p.std(0).mean():>9.4f}  {extra}")
+        return js
 
     print(f"{ds.name}: dev cohort {len(dev)} users (long-term truth); per-category std of the truth "
           f"{q.std(0).mean():.4f}")
@@ -145,9 +147,8 @@ def main(argv=None) -> int:
             secs = (m.get("cpt") or {}).get("seconds", 0) + m["training"]["seconds"]
             for r in js:
                 table = spectra_prior((ds, split), runs=args.runs, readout=r, adapter=adapter, progress=False)
-                p = table.matrix(ds, dev)
-                js[r].append(float(js_divergence(p, q).mean()))
-                row(f"{label} / {r}", p, f"align {secs:.0f} s (CPT + SFT, as recorded)" if r == READOUTS[0] else "")
+                extra = f"align {secs:.0f} s (CPT + SFT, as recorded)" if r == READOUTS[0] else ""
+                js[r].append(row(f"{label} / {r}", table.matrix(ds, dev), extra))
             print(f"  ({label}: {json.dumps({'cpt_epochs': cfg.cpt_train.epochs, 'sft_mode': cfg.resolved_sft_mode, 'sft_epochs': cfg.sft_train.epochs, 'context_items': cfg.sft.context_items, 'refs_per_user': cfg.sft.refs_per_user, 'readout_loss': list(cfg.sft.readout_loss), 'seed': cfg.seed})}; "
                   f"this call {time.perf_counter() - t0:.0f} s)")
         if len(args.seeds) > 1:
