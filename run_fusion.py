@@ -30,7 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prior", default="uhf",
                    help="uhf (default), uhf-laplace, uhf-decay (recency-weighted, shrunk to popularity), markov, popularity, uniform, oracle (diagnostic, reads held-out data), "
                         "uhf@N (last N train items), "
-                        "spectra (yes/no logit probe), spectra-name, spectra-choice, spectra-hier, or a .parquet/.csv prior table")
+                        "spectra (yes/no logit probe), spectra-name, spectra-choice, spectra-hier, a .parquet/.csv prior table, "
+                        "or a log-linear pool of these, e.g. 'spectra-name*uhf' (weights fitted on the dev cohort)")
     p.add_argument("--w", type=float,
                    help="fixed prior weight in [0, 1] for every candidate set, with the first --normalization "
                         "(no dev sweep runs)")

@@ -41,7 +41,8 @@ class FusionConfig:
     dataset: str = "ml-100k"
     """Built-in dataset name or directory of atomic files."""
     prior: str = "uhf"
-    """History prior name (``uhf@N``: last N train items), a SPECTRA readout (``spectra``, ``spectra-name``, ...) or a prior table path."""
+    """History prior name (``uhf@N``: last N train items), a SPECTRA readout (``spectra``, ``spectra-name``, ...),
+    a prior table path, or a pool of them (``spectra-name*uhf``, weights fitted on this run's dev cohort)."""
     w: float | None = None
     """Fixed fusion weight, with the first normalization, for every candidate set (no sweep runs); None:
     chosen on the dev cohort."""
@@ -160,14 +161,15 @@ class FusionConfig:
 
 
 def resolve_prior(spec: str, split: Split, data_config: DataConfig, runs: Path, fresh: bool = False,
-                  backend: str = "hf", ray_config=None) -> PriorTable:
-    """A history prior by name, the SPECTRA prior (aligned and probed, cached), or a table file.
+                  backend: str = "hf", ray_config=None, cohorts: tuple[float, int] = (0.2, 0)) -> PriorTable:
+    """A history prior by name, the SPECTRA prior (aligned and probed, cached), a table file, or a pool.
 
-    ``backend`` and ``ray_config`` (probe on a Ray actor pool) apply to the SPECTRA priors only.
+    ``backend`` and ``ray_config`` (probe on a Ray actor pool) apply to the SPECTRA priors only;
+    ``cohorts`` (dev fraction, seed) is the dev cohort a pool fits its weights on.
     """
     return registry.resolve_prior(spec, split, flag="--prior", data_config=data_config,
                                   spectra=registry.SpectraOptions(runs=runs, fresh=fresh, backend=backend,
-                                                                  ray_config=ray_config))
+                                                                  ray_config=ray_config), cohorts=cohorts)
 
 
 def cohorts(split: Split, config: FusionConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +236,8 @@ def run_fusion(config: FusionConfig) -> FusionRun:
 
     t = time.perf_counter()
     table = resolve_prior(config.prior, split, data_config, config.runs, config.fresh, config.probe_backend,
-                          config.probe_ray if config.probe_engine == "ray" else None)
+                          config.probe_ray if config.probe_engine == "ray" else None,
+                          cohorts=(config.dev_fraction, config.seed))
     dev, test = cohorts(split, config)
     users = np.concatenate([dev, test])
     is_test = np.concatenate([np.zeros(len(dev), bool), np.ones(len(test), bool)])

@@ -99,7 +99,8 @@ def run(args) -> int:
     dconf = data_config(args)
     ds, split, data_dir = data_stage(dconf, args.runs)
     t_data = time.perf_counter()
-    priors = load_priors(split, args.priors, data_config=dconf, spectra=spectra)
+    priors = load_priors(split, args.priors, data_config=dconf, spectra=spectra,
+                         cohorts=(args.dev_fraction, args.cohort_seed))
     t_priors = time.perf_counter()
     result = evaluate(split, priors, config)
     t_eval = time.perf_counter()

@@ -175,17 +175,18 @@ def evaluate(split, priors: Mapping[str, object], config: EvalConfig = EvalConfi
     return result
 
 
-def load_priors(split, specs, data_config=None, spectra=None) -> dict:
-    """Resolve ``--priors`` specs (any prior spec, or NAME=FILE to label a table); returns {name: PriorTable}.
+def load_priors(split, specs, data_config=None, spectra=None, cohorts: tuple[float, int] = (0.2, 0)) -> dict:
+    """Resolve ``--priors`` specs (any prior spec, or NAME=SPEC to label one); returns {name: PriorTable}.
 
     ``data_config`` and ``spectra`` (a :class:`~spectra_rec.priors.registry.SpectraOptions`) apply to
-    SPECTRA priors only.
+    SPECTRA priors only; ``cohorts`` (dev fraction, seed) is the dev cohort a pool fits its weights on.
     """
     spectra = spectra or SpectraOptions()
     out: dict = {}
     for spec in specs:
         label, sep, path = spec.partition("=")
-        table = resolve_prior(path if sep else spec, split, flag="--priors", data_config=data_config, spectra=spectra)
+        table = resolve_prior(path if sep else spec, split, flag="--priors", data_config=data_config, spectra=spectra,
+                              cohorts=cohorts)
         if sep:
             name = label
         elif is_table_spec(spec):

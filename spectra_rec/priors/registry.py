@@ -6,7 +6,9 @@ A spec is one of
   windowed count prior ``uhf@N`` / ``uhf-laplace@N`` (:mod:`spectra_rec.priors.history`);
 - a SPECTRA readout name (:data:`SPECTRA_PRIORS`): aligned and probed on first use, then read from
   the cached probe stage (the same stage whichever command asks for it);
-- a path to a prior table (``.parquet`` / ``.csv``).
+- a path to a prior table (``.parquet`` / ``.csv``);
+- a log-linear pool of any of these, ``A*B`` (``spectra-name*uhf-decay``), its weights fitted on
+  the dev cohort (:mod:`spectra_rec.priors.pool`).
 
 Adding a history prior touches ``history.py`` only (its registry dict); adding a SPECTRA readout
 as a prior is one entry of :data:`SPECTRA_PRIORS`.
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from spectra_rec.errors import ConfigError
 from spectra_rec.priors.history import HISTORY_PRIORS, WINDOWED, history_prior, is_history_spec
+from spectra_rec.priors.pool import is_pool_spec, pool_parts, pool_tables
 from spectra_rec.priors.table import PriorTable
 
 SPECTRA_PRIORS = {"spectra": "logit", "spectra-name": "name", "spectra-choice": "choice", "spectra-hier": "hier"}
@@ -57,12 +60,23 @@ def is_table_spec(spec: str) -> bool:
 
 
 def resolve_prior(spec: str, split, *, flag: str = "--prior", data_config=None,
-                  spectra: SpectraOptions = SpectraOptions()) -> PriorTable:
+                  spectra: SpectraOptions = SpectraOptions(), cohorts: tuple[float, int] = (0.2, 0)) -> PriorTable:
     """The prior table ``spec`` names for ``split``; a bad spec is a one-line ConfigError naming ``flag``.
 
     ``data_config`` (a ``DataConfig``) identifies the data for the SPECTRA probe stage; without it
-    the probe stage reads ``split`` directly.
+    the probe stage reads ``split`` directly. ``cohorts`` (dev fraction, seed) is the dev cohort a
+    pool fits its weights on: the caller's own, so that its reported cohort stays unread.
     """
+    if is_pool_spec(spec):
+        parts = pool_parts(spec, flag)
+        unknown = [p for p in parts if not (is_history_spec(p) or p in SPECTRA_PRIORS or is_table_spec(p))]
+        if unknown:
+            raise _unknown_spec(unknown[0], flag)
+        # the cheap parts first: a bad history spec or table fails before a SPECTRA part aligns for minutes
+        order = sorted(range(len(parts)), key=lambda i: parts[i] in SPECTRA_PRIORS)
+        got = {i: resolve_prior(parts[i], split, flag=flag, data_config=data_config, spectra=spectra) for i in order}
+        return pool_tables([got[i] for i in range(len(parts))], parts, split,
+                           dev_fraction=cohorts[0], cohort_seed=cohorts[1])
     if is_history_spec(spec):
         try:
             return history_prior(split, spec)
@@ -72,10 +86,14 @@ def resolve_prior(spec: str, split, *, flag: str = "--prior", data_config=None,
         return _spectra_prior(spec, split, flag, data_config, spectra)
     if is_table_spec(spec):
         return PriorTable.load(spec, categories=split.dataset.categories)  # missing columns named before row sums
-    raise ConfigError(
+    raise _unknown_spec(spec, flag)
+
+
+def _unknown_spec(spec: str, flag: str) -> ConfigError:
+    return ConfigError(
         f"{flag} {spec!r} is neither a prior name (history priors {sorted(HISTORY_PRIORS)}, "
         f"{'/'.join(WINDOWED)}@N for the last N train items; SPECTRA readouts {sorted(SPECTRA_PRIORS)}) "
-        f"nor a {'/'.join(TABLE_SUFFIXES)} prior table"
+        f"nor a {'/'.join(TABLE_SUFFIXES)} prior table (or a pool of them, A*B)"
     )
 
 

@@ -49,8 +49,8 @@ def leak_dataset(root: Path, n_users: int = 8):
     return load_dataset(root)
 
 
-def perturb_heldout(split, out_dir: Path, seed: int = 1) -> Path:
-    """A copy of ``split``'s dataset in which every held-out interaction points to a different item.
+def perturb_heldout(split, out_dir: Path, seed: int = 1, users=None) -> Path:
+    """A copy of ``split``'s dataset in which every held-out interaction (of ``users``; None: all) points to a different item.
 
     Times are kept (so every user's split point is unchanged: synthetic timestamps are strictly
     increasing per user) and the rows are shuffled (file order must not matter). Anything built
@@ -62,6 +62,8 @@ def perturb_heldout(split, out_dir: Path, seed: int = 1) -> Path:
     rng = np.random.default_rng(seed)
     item = split.item.copy()
     held = ~split.is_train
+    if users is not None:
+        held &= np.isin(split.user, np.asarray(users, dtype=np.int64))
     item[held] = (item[held] + rng.integers(1, ds.n_items, size=int(held.sum()))) % ds.n_items
     order = rng.permutation(len(item))
     out_dir = Path(out_dir)

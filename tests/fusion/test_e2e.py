@@ -282,3 +282,14 @@ def test_each_candidate_set_picks_its_own_dev_choice_unless_one_set_is_shared(sy
         _config(syn_dir, runs, select_on="neg5")
     with pytest.raises(ConfigError, match="selection must be one of"):
         _config(syn_dir, runs, selection="median")
+
+
+def test_a_pool_prior_fits_its_weights_on_the_cohort_that_chose_w(syn_dir, runs, sasrec):
+    from spectra_rec.priors.registry import resolve_prior
+
+    run = run_fusion(_config(syn_dir, runs, prior="uhf*popularity", seed=1, w=0.5))
+    _, split, _ = data_stage(DataConfig(dataset=str(syn_dir)), runs)
+    want = resolve_prior("uhf*popularity", split, cohorts=(0.2, 1))  # the fusion's own dev cohort (seed 1)
+    assert run.prior.method == "uhf*popularity" and run.prior.meta["pool"]["cohort_seed"] == 1
+    assert run.prior.meta["pool"]["weights"] != resolve_prior("uhf*popularity", split).meta["pool"]["weights"]
+    np.testing.assert_allclose(run.prior.probs, want.probs, atol=1e-12)
