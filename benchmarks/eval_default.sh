@@ -5,7 +5,8 @@
 #   RUNS=runs-c ALIGN_ARGS="--epochs 1 1" bash benchmarks/eval_default.sh   # a candidate: extra `align` flags
 #
 # Writes $RUNS/eval-default/{dev,test}/ (report.md, summary CSVs, results.json) and prints both headline
-# tables. Readouts at tau = 1 and with --tau auto (fitted on the dev cohort). Not part of the test pass/fail.
+# tables. Readouts at tau = 1 and with --tau auto (fitted on the dev cohort), and each readout pooled with
+# uhf (``spectra-name*uhf``, weights fitted on the dev cohort). Not part of the test pass/fail.
 set -euo pipefail
 RUNS=${RUNS:-runs}
 PY=${PY:-python}
@@ -25,7 +26,9 @@ for cohort in dev test; do
     --priors uhf uhf-decay popularity dg="$OUT/dg.parquet" \
     spectra-logit="$OUT/spectra-logit.parquet" spectra-name="$OUT/spectra-name.parquet" spectra-choice="$OUT/spectra-choice.parquet" \
     spectra-logit-auto="$OUT/spectra-logit-auto.parquet" spectra-name-auto="$OUT/spectra-name-auto.parquet" \
-    spectra-choice-auto="$OUT/spectra-choice-auto.parquet"
+    spectra-choice-auto="$OUT/spectra-choice-auto.parquet" \
+    "spectra-logit*uhf=$OUT/spectra-logit.parquet*uhf" "spectra-name*uhf=$OUT/spectra-name.parquet*uhf" \
+    "spectra-choice*uhf=$OUT/spectra-choice.parquet*uhf"
 done
 # Per-user spread: the mean over categories of the std of p_u(c) across test-cohort users, next to the truth's.
 OUT="$OUT" $PY - <<'PYEOF'
@@ -35,6 +38,7 @@ from spectra_rec.data import load_dataset, split_dataset
 from spectra_rec.evaluate import EvalConfig, cohort_users
 from spectra_rec.priors import PriorTable
 from spectra_rec.priors.history import uhf, uhf_decay
+from spectra_rec.priors.registry import resolve_prior
 ds = load_dataset("ml-100k"); split = split_dataset(ds)
 test = cohort_users(split, EvalConfig(cohort="test"))
 out = Path(os.environ["OUT"])
@@ -43,4 +47,7 @@ print(f"per-category std across {len(test)} test users: truth {split.ground_trut
 for name in ["logit", "name", "choice", "logit-auto", "name-auto", "choice-auto"]:
     t = PriorTable.load(out / f"spectra-{name}.parquet")
     print(f"  spectra-{name}: {t.matrix(ds, test).std(0).mean():.4f} (tau {t.meta.get('tau')})")
+for name in ["logit", "name", "choice"]:
+    t = resolve_prior(f"{out}/spectra-{name}.parquet*uhf", split)
+    print(f"  spectra-{name}*uhf: {t.matrix(ds, test).std(0).mean():.4f} (weights {t.meta['pool']['weights']})")
 PYEOF

@@ -5,7 +5,8 @@
 #   READOUT=logit bash benchmarks/fuse_default.sh               # another readout
 #
 # The readout (default: name, the best on the dev cohort in benchmarks/eval_default.sh) is probed with
-# tau fitted on the dev cohort (--tau auto). Each prior runs the main job with the same backbone,
+# tau fitted on the dev cohort (--tau auto), and pooled with uhf (``*uhf``: a log-linear pool, weights fitted
+# on the dev cohort; spectra-<readout>-pool). Each prior runs the main job with the same backbone,
 # cohorts and dev-chosen (normalization, w); the per-slice tables are in $RUNS/fuse-default/<prior>/results.md.
 # Not part of the test pass/fail.
 set -euo pipefail
@@ -19,11 +20,12 @@ ADAPTER=$($PY -m spectra_rec.cli align --dataset ml-100k --runs "$RUNS" | sed -n
 echo "adapter: $ADAPTER"
 $PY -m spectra_rec.cli probe --dataset ml-100k --runs "$RUNS" --adapter "$ADAPTER" --readout "$READOUT" --tau auto \
   --out "$OUT/spectra-$READOUT-auto.parquet" --no-progress
-for prior in uhf uhf-decay "$OUT/spectra-$READOUT-auto.parquet"; do
-  name=$(basename "$prior" .parquet)
-  $PY run_fusion.py --model "$MODEL" --runs "$RUNS" --prior "$prior" --out "$OUT/$MODEL-$name"
+# NAME=PRIOR pairs; the last is the readout pooled with uhf, its weights fitted on the fusion's dev cohort
+for pair in uhf=uhf uhf-decay=uhf-decay "spectra-$READOUT-auto=$OUT/spectra-$READOUT-auto.parquet" \
+            "spectra-$READOUT-pool=$OUT/spectra-$READOUT-auto.parquet*uhf"; do
+  $PY run_fusion.py --model "$MODEL" --runs "$RUNS" --prior "${pair#*=}" --out "$OUT/$MODEL-${pair%%=*}"
 done
-for name in uhf uhf-decay "spectra-$READOUT-auto"; do
+for name in uhf uhf-decay "spectra-$READOUT-auto" "spectra-$READOUT-pool"; do
   echo; echo "== $MODEL + $name (test cohort) =="
   tail -n +3 "$OUT/$MODEL-$name/results.md"
 done

@@ -89,6 +89,10 @@ def candidates():
         "default": base,
         # two SFT epochs of acc2 (twice the SFT time, as many steps as the default)
         "sft2": replace(acc2, sft_train=replace(acc2.sft_train, epochs=2.0)),
+        # more compute than the time budget allows: the default with two SFT epochs, and with 40 items
+        # of context in SFT and in the probe (does a longer training or history rank the genres more diversely?)
+        "b2-sft2": replace(base, sft_train=replace(base.sft_train, epochs=2.0)),
+        "b2-ctx40": replace(base, sft=replace(base.sft, context_items=40)),
         # the default with the items older than the 20 shown summed up in one line of category shares
         "summary": replace(b8, sft=replace(b8.sft, history_summary=True)),
     }
