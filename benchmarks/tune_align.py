@@ -93,9 +93,27 @@ def candidates():
         # of context in SFT and in the probe (does a longer training or history rank the genres more diversely?)
         "b2-sft2": replace(base, sft_train=replace(base.sft_train, epochs=2.0)),
         "b2-ctx40": replace(base, sft=replace(base.sft, context_items=40)),
+        # targets divided by popularity^0.5 (a lift; the tables need pop^beta back, fitted on dev)
+        "b2-lift0.5": replace(base, sft=replace(base.sft, target_lift=0.5)),
         # the default with the items older than the 20 shown summed up in one line of category shares
         "summary": replace(b8, sft=replace(b8.sft, history_summary=True)),
     }
+
+
+def restore_popularity(p, pop, q, readout):
+    """softmax((log p + b log pop) / tau) with b on a 0.1 grid in [0, 1] and tau fitted on the dev truth q, the best JS."""
+    from spectra_rec.metrics.distribution import js_divergence
+    from spectra_rec.probe.temperature import fit_tau, tempered
+
+    best = None
+    for b in np.linspace(0.0, 1.0, 11):
+        z = np.log(np.clip(p, 1e-12, 1.0)) + b * np.log(pop)
+        tau = fit_tau(z, q, readout)["tau"]
+        out = tempered(z, tau)
+        js = float(js_divergence(out, q).mean())
+        if best is None or js < best[0]:
+            best = (js, out, b, tau)
+    return best[1:]
 
 
 def main(argv=None) -> int:
@@ -153,6 +171,9 @@ def main(argv=None) -> int:
                 table = spectra_prior((ds, split), runs=args.runs, readout=r, adapter=adapter, progress=False)
                 extra = f"align {secs:.0f} s (CPT + SFT, as recorded)" if r == READOUTS[0] else ""
                 js[r].append(row(f"{label} / {r}", table.matrix(ds, dev), extra))
+                if cfg.sft.target_lift and r in READOUTS:  # trained on a lift: popularity back, fitted on dev
+                    p, b, tau = restore_popularity(table.matrix(ds, dev), popularity(split)[dev][0], q, r)
+                    row(f"{label} / {r} * pop", p, f"pop^{b:.1f}, tau {tau:.2f} (fitted on dev)")
             print(f"  ({label}: {json.dumps({'cpt_epochs': cfg.cpt_train.epochs, 'sft_mode': cfg.resolved_sft_mode, 'sft_epochs': cfg.sft_train.epochs, 'context_items': cfg.sft.context_items, 'refs_per_user': cfg.sft.refs_per_user, 'readout_loss': list(cfg.sft.readout_loss), 'seed': cfg.seed})}; "
                   f"this call {time.perf_counter() - t0:.0f} s)")
         if len(args.seeds) > 1:

@@ -351,13 +351,18 @@ def make_fit(tokenizer, budget: int):
     return fit
 
 
+LATER_SFT_OPTIONS = ("history_summary", "target_lift")
+"""SFTConfig fields that joined the cache key after folders were cached: left out of it while off."""
+
+
 def sft_stage_config(ds, split, config: AlignConfig, users, val_users, cpt_dir: Path | None,
                      runs: Path | None = None) -> dict:
     return _common(ds, split, config, users, val_users, runs) | {
         "stage": "sft",
         "cpt": cpt_dir.name if cpt_dir is not None else None,
-        # the history summary: in the key only when set, so that folders cached before the option keep their hash
-        "sft": {k: v for k, v in config.sft.to_dict().items() if k != "history_summary" or v},
+        # options added later (off by default) are in the key only when set, so that folders cached
+        # before them keep their hash
+        "sft": {k: v for k, v in config.sft.to_dict().items() if k not in LATER_SFT_OPTIONS or v},
         "train": asdict(config.sft_train),
         "sft_mode": config.resolved_sft_mode,
         "lora": config.to_dict()["lora"] if config.resolved_sft_mode == "lora" else None,

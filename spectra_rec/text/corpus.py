@@ -92,6 +92,10 @@ class SFTConfig:
     """Fewest interactions after the reference point (inside the train window)."""
     horizon: int | None = None
     """Interactions after the reference that define the target; None = the rest of the train window."""
+    target_lift: float = 0.0
+    """beta: the target is f * pop^-beta renormalized (pop: the train-window category mass of all users), so
+    SFT spends its gradient on how a user departs from the head genres; the probe's tables then read as a
+    lift and need pop^beta back (fitted on dev). 0: the plain future mix."""
     mixture: dict = field(default_factory=lambda: {"name": 0.4, "yes_no": 0.3, "choice": 0.2, "dg": 0.1})
     """Format -> weight (normalized); formats: name, yes_no, choice, dg."""
     yes_rate: float = 0.5
@@ -373,6 +377,8 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
     rng = np.random.default_rng(seed)
     global_mass = split.category_train_mass
     render = _Renderer(dataset, config, global_mass, fit)
+    pop = _normalize(np.asarray(global_mass, dtype=np.float64))
+    lift = None if not config.target_lift or pop is None else np.where(pop > 0, np.power(np.maximum(pop, 1e-12), -config.target_lift), 0.0)
     fmts, weights = _mixture(config)
     for u in users:
         items = split.train_items(u)
@@ -400,6 +406,8 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
                     continue
                 future = items[rj : n if config.horizon is None else min(n, rj + config.horizon)]
                 f = _normalize(category_mass(dataset, future))
+                if f is not None and lift is not None:
+                    f = _normalize(f * lift)
                 if f is None:  # no categorized item in the future window
                     continue
                 context = items[start:rj]

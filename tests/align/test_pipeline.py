@@ -221,7 +221,8 @@ def test_history_summary_trains_packed_rows_and_the_probe_reads_it(synthetic, sy
     summed = replace(plain, sft=replace(plain.sft, history_summary=True))
     users, val = pipeline.select_users(synthetic_split, plain)
     key = lambda c: pipeline.sft_stage_config(synthetic, synthetic_split, c, users, val, None)  # noqa: E731
-    assert "history_summary" not in key(plain)["sft"]  # folders cached before the option keep their hash
+    # folders cached before the later options keep their hash
+    assert "history_summary" not in key(plain)["sft"] and "target_lift" not in key(plain)["sft"]
     assert config_hash(key(plain)) != config_hash(key(summed))
     sft = pipeline.align((synthetic, synthetic_split), summed, tmp_path)
     m = read_manifest(sft)

@@ -265,6 +265,19 @@ def test_reference_points_of_one_row_share_its_prefix_and_keep_their_own_targets
     assert all(rp.row == -1 for rp in C.reference_points(ds, split, config=C.SFTConfig(), seed=1))
 
 
+def test_target_lift_divides_the_future_mix_by_popularity(synthetic, synthetic_split):
+    ds, split = synthetic, synthetic_split
+    cfg = C.SFTConfig(context_items=8, refs_per_user=2, examples_per_ref=1)
+    plain = list(C.reference_points(ds, split, config=cfg, seed=1))
+    lifted = list(C.reference_points(ds, split, config=C.SFTConfig(**{**cfg.to_dict(), "target_lift": 0.5}), seed=1))
+    pop = split.category_train_mass / split.category_train_mass.sum()
+    assert [(a.user, a.ref, a.prefix) for a in plain] == [(b.user, b.ref, b.prefix) for b in lifted]
+    for a, b in zip(plain, lifted):
+        want = a.target / np.sqrt(pop)
+        np.testing.assert_allclose(b.target, want / want.sum(), rtol=1e-12)
+        np.testing.assert_array_equal(a.history, b.history)  # the history question still counts the prompt
+
+
 def test_ref_range_draws_the_rows_points_late_in_the_window(synthetic, synthetic_split):
     ds, split = synthetic, synthetic_split
     cfg = C.SFTConfig(refs_per_user=3, ref_range=(0.6, 0.9))
