@@ -74,11 +74,8 @@ def pool_tables(tables: list[PriorTable], names: list[str], split, dev_fraction:
 
     ds = split.dataset
     cats = tuple(ds.categories)
-    common = set(map(str, tables[0].user_ids))
-    for t in tables[1:]:
-        common &= set(map(str, t.user_ids))
-    index = {str(u): i for i, u in enumerate(ds.user_ids)}
-    users = np.array(sorted((index[u] for u in common if u in index)), dtype=np.int64)
+    common = set.intersection(*(set(t.user_ids) for t in tables))  # matrix() below names users ds lacks
+    users = np.flatnonzero(np.isin(ds.user_ids.astype(str), list(common)))
     if not len(users):
         raise ConfigError(f"pool {POOL_SEPARATOR.join(names)}: its priors share no user of {ds.name}")
     P = np.stack([t.matrix(ds, users) for t in tables])

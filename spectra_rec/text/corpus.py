@@ -378,7 +378,9 @@ def reference_points(dataset, split, users: Sequence[int] | None = None, config:
     global_mass = split.category_train_mass
     render = _Renderer(dataset, config, global_mass, fit)
     pop = _normalize(np.asarray(global_mass, dtype=np.float64))
-    lift = None if not config.target_lift or pop is None else np.where(pop > 0, np.power(np.maximum(pop, 1e-12), -config.target_lift), 0.0)
+    lift = None  # pop^-beta; a category no user has in the train windows gets no target mass
+    if config.target_lift and pop is not None:
+        lift = np.where(pop > 0, np.power(np.maximum(pop, 1e-12), -config.target_lift), 0.0)
     fmts, weights = _mixture(config)
     for u in users:
         items = split.train_items(u)
