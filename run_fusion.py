@@ -22,16 +22,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     from fusion.blend import FUSION_RULES
     from fusion.candidates import CANDIDATE_SETS, FAISS_INDEXES
     from fusion.evaluate import SELECTION_RULES
+    from fusion.pipeline import DEFAULT_PRIOR
     from spectra_rec.data.cli import add_data_arguments
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="SASRec", help="RecBole sequential model (SASRec, GRU4Rec, ...)")
     add_data_arguments(p)
-    p.add_argument("--prior", default="uhf",
-                   help="uhf (default), uhf-laplace, uhf-decay (recency-weighted, shrunk to popularity), markov, popularity, uniform, oracle (diagnostic, reads held-out data), "
+    p.add_argument("--prior", default=DEFAULT_PRIOR,
+                   help=f"default {DEFAULT_PRIOR} (the name readout pooled with uhf at uhf's dev exposure "
+                        "entropy; aligns and probes on the first run); uhf, uhf-laplace, uhf-decay (recency-weighted, shrunk to popularity), markov, popularity, uniform, oracle (diagnostic, reads held-out data), "
                         "uhf@N (last N train items), "
                         "spectra (yes/no logit probe), spectra-name, spectra-choice, spectra-hier, a .parquet/.csv prior table, "
-                        "or a log-linear pool of these, e.g. 'spectra-name*uhf' (weights fitted on the dev cohort)")
+                        "or a log-linear pool of these, e.g. 'spectra-name*uhf' (weights fitted on the dev cohort; "
+                        "a pool part 'exposure' divides by popularity until the dev top-3 exposure entropy reaches uhf's)")
     p.add_argument("--w", type=float,
                    help="fixed prior weight in [0, 1] for every candidate set, with the first --normalization "
                         "(no dev sweep runs)")
@@ -84,11 +87,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def probe_engine(args):
     """(backend, engine, RayConfig or None) for a SPECTRA prior; flag errors name the flag."""
     from fusion.pipeline import SPECTRA_PRIORS
+    from spectra_rec.priors.registry import uses_spectra
 
-    probing = args.prior in SPECTRA_PRIORS
+    probing = uses_spectra(args.prior)
     for flag, given in (("--backend", args.backend != "hf"), ("--engine", args.engine != "local")):
         if given and not probing:
-            raise ConfigError(f"{flag} applies to --prior {'|'.join(SPECTRA_PRIORS)}, got --prior {args.prior}")
+            raise ConfigError(f"{flag} applies to --prior {'|'.join(SPECTRA_PRIORS)} (alone or in a pool), "
+                              f"got --prior {args.prior}")
     if args.engine != "ray":
         if args.address is not None or args.gpus_per_worker:
             raise ConfigError("--address and --gpus-per-worker need --engine ray")

@@ -6,7 +6,9 @@
 #
 # Writes $RUNS/eval-default/{dev,test}/ (report.md, summary CSVs, results.json) and prints both headline
 # tables. Readouts at tau = 1 and with --tau auto (fitted on the dev cohort), and each readout pooled with
-# uhf (``spectra-name*uhf``, weights fitted on the dev cohort). Not part of the test pass/fail.
+# uhf (``spectra-name*uhf``, weights fitted on the dev cohort), also with the ``exposure`` part
+# (``spectra-name*uhf*exposure``: divided by popularity^c, c the smallest that matches uhf's dev top-3
+# exposure entropy). Not part of the test pass/fail.
 set -euo pipefail
 RUNS=${RUNS:-runs}
 PY=${PY:-python}
@@ -28,7 +30,10 @@ for cohort in dev test; do
     spectra-logit-auto="$OUT/spectra-logit-auto.parquet" spectra-name-auto="$OUT/spectra-name-auto.parquet" \
     spectra-choice-auto="$OUT/spectra-choice-auto.parquet" \
     "spectra-logit*uhf=$OUT/spectra-logit.parquet*uhf" "spectra-name*uhf=$OUT/spectra-name.parquet*uhf" \
-    "spectra-choice*uhf=$OUT/spectra-choice.parquet*uhf"
+    "spectra-choice*uhf=$OUT/spectra-choice.parquet*uhf" \
+    "spectra-logit*uhf*exposure=$OUT/spectra-logit.parquet*uhf*exposure" \
+    "spectra-name*uhf*exposure=$OUT/spectra-name.parquet*uhf*exposure" \
+    "spectra-choice*uhf*exposure=$OUT/spectra-choice.parquet*uhf*exposure"
 done
 # Per-user spread: the mean over categories of the std of p_u(c) across test-cohort users, next to the truth's.
 OUT="$OUT" $PY - <<'PYEOF'
@@ -50,4 +55,8 @@ for name in ["logit", "name", "choice", "logit-auto", "name-auto", "choice-auto"
 for name in ["logit", "name", "choice"]:
     t = resolve_prior(f"{out}/spectra-{name}.parquet*uhf", split)
     print(f"  spectra-{name}*uhf: {t.matrix(ds, test).std(0).mean():.4f} (weights {t.meta['pool']['weights']})")
+    t = resolve_prior(f"{out}/spectra-{name}.parquet*uhf*exposure", split)
+    e = t.meta["pool"]["exposure"]
+    print(f"  spectra-{name}*uhf*exposure: {t.matrix(ds, test).std(0).mean():.4f} (weights {t.meta['pool']['weights']}, "
+          f"contrast {e['contrast']}, dev entropy {e['dev_entropy']:.3f} against uhf's {e['reference_dev_entropy']:.3f})")
 PYEOF

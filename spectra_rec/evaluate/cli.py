@@ -16,7 +16,7 @@ from spectra_rec.data.cli import add_data_arguments, data_config
 from spectra_rec.errors import ConfigError
 from spectra_rec.evaluate.config import EvalConfig
 from spectra_rec.evaluate.run import evaluate, load_priors
-from spectra_rec.priors.registry import SPECTRA_PRIORS, SpectraOptions
+from spectra_rec.priors.registry import SPECTRA_PRIORS, SpectraOptions, uses_spectra
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="history prior names (uhf, uhf-laplace, uhf-decay, markov, popularity, uniform, oracle; uhf@N and "
                         "uhf-laplace@N count the last N train items: the context-window sweep), SPECTRA readouts "
                         f"({', '.join(SPECTRA_PRIORS)}: aligned and probed on first use, cached under --runs), prior "
-                        "table files (.parquet/.csv), or NAME=SPEC to label one (e.g. dg=runs/probe/dg.parquet)")
+                        "table files (.parquet/.csv), log-linear pools of these (A*B, weights fitted on the dev cohort; "
+                        "a part 'exposure' divides by popularity until the dev top-3 exposure entropy reaches uhf's), "
+                        "or NAME=SPEC to label one (e.g. dg=runs/probe/dg.parquet)")
     p.add_argument("--baseline", default=None, help="method compared against (default: dg, else popularity, else first)")
     p.add_argument("--truth", choices=["long", "short"], default=d.truth)
     p.add_argument("--short-n", type=int, default=d.short_n, help="held-out interactions in the short-term truth")
@@ -63,12 +65,12 @@ def _check_cli_ints(args) -> None:
 
 def spectra_options(args) -> SpectraOptions:
     """The SPECTRA flags as options; a flag given without any SPECTRA prior is refused, naming it."""
-    probing = any(spec.partition("=")[2 if "=" in spec else 0] in SPECTRA_PRIORS for spec in args.priors)
+    probing = any(uses_spectra(spec.partition("=")[2 if "=" in spec else 0]) for spec in args.priors)
     given = {"--backend": args.backend != "hf", "--adapter": args.adapter is not None, "--tau": args.tau is not None,
              "--fresh": args.fresh}
     for flag, on in given.items():
         if on and not probing:
-            raise ConfigError(f"{flag} applies to --priors {'|'.join(SPECTRA_PRIORS)}, "
+            raise ConfigError(f"{flag} applies to --priors {'|'.join(SPECTRA_PRIORS)} (alone or in a pool), "
                               f"got --priors {' '.join(args.priors)}")
     if args.tau is not None and not args.tau > 0:
         raise ConfigError(f"--tau: expected a temperature > 0, got {args.tau}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from spectra_rec.data.cli import add_data_arguments, data_config
 from spectra_rec.data.stage import data_stage
 from spectra_rec.priors.history import HISTORY_PRIORS, WINDOWED, history_prior
-from spectra_rec.priors.pool import POOL_SEPARATOR, is_pool_spec
+from spectra_rec.priors.pool import EXPOSURE_PART, POOL_SEPARATOR, is_pool_spec
 from spectra_rec.priors.registry import SpectraOptions, resolve_prior
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--method", default="uhf", metavar="METHOD",
                    help=f"one of {sorted(HISTORY_PRIORS)}; {'/'.join(WINDOWED)}@N counts the last N train items only; "
-                        f"A{POOL_SEPARATOR}B pools priors or prior tables log-linearly, weights fitted on the dev cohort")
+                        f"A{POOL_SEPARATOR}B pools priors or prior tables log-linearly, weights fitted on the dev cohort "
+                        f"(a part {EXPOSURE_PART!r} divides by popularity until the dev top-3 exposure entropy reaches uhf's)")
     p.add_argument("--dev-fraction", type=float, default=0.2, help="dev cohort share a pool fits its weights on")
     p.add_argument("--cohort-seed", type=int, default=0, help="seed of the dev cohort a pool fits its weights on")
     p.add_argument("--out", type=Path, help="output .parquet or .csv (default runs/priors/<dataset>-<method>.parquet)")

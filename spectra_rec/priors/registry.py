@@ -8,7 +8,9 @@ A spec is one of
   the cached probe stage (the same stage whichever command asks for it);
 - a path to a prior table (``.parquet`` / ``.csv``);
 - a log-linear pool of any of these, ``A*B`` (``spectra-name*uhf-decay``), its weights fitted on
-  the dev cohort (:mod:`spectra_rec.priors.pool`).
+  the dev cohort (:mod:`spectra_rec.priors.pool`); the pool-only part ``exposure``
+  (``spectra-name*uhf*exposure``) divides it by popularity until its dev top-3 exposure is as diverse
+  as UHF's.
 
 Adding a history prior touches ``history.py`` only (its registry dict); adding a SPECTRA readout
 as a prior is one entry of :data:`SPECTRA_PRIORS`.
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from spectra_rec.errors import ConfigError
 from spectra_rec.priors.history import HISTORY_PRIORS, WINDOWED, history_prior, is_history_spec
-from spectra_rec.priors.pool import is_pool_spec, pool_parts, pool_tables
+from spectra_rec.priors.pool import EXPOSURE_PART, POOL_SEPARATOR, is_pool_spec, pool_parts, pool_tables
 from spectra_rec.priors.table import PriorTable
 
 SPECTRA_PRIORS = {"spectra": "logit", "spectra-name": "name", "spectra-choice": "choice", "spectra-hier": "hier"}
@@ -53,6 +55,12 @@ def prior_names() -> list[str]:
     return sorted(HISTORY_PRIORS) + sorted(SPECTRA_PRIORS)
 
 
+def uses_spectra(spec: str) -> bool:
+    """Whether ``spec`` probes a SPECTRA readout: it is one, or a pool with one among its parts."""
+    parts = spec.split(POOL_SEPARATOR) if is_pool_spec(spec) else [spec]
+    return any(p.strip() in SPECTRA_PRIORS for p in parts)
+
+
 def is_table_spec(spec: str) -> bool:
     """Whether ``spec`` is meant as a prior table file."""
     path = Path(spec)
@@ -69,6 +77,10 @@ def resolve_prior(spec: str, split, *, flag: str = "--prior", data_config=None,
     """
     if is_pool_spec(spec):
         parts = pool_parts(spec, flag)
+        exposure = EXPOSURE_PART in parts
+        if parts.count(EXPOSURE_PART) > 1 or parts == [EXPOSURE_PART] * len(parts):
+            raise ConfigError(f"{flag} {spec!r}: {EXPOSURE_PART!r} may appear once in a pool, next to at least one prior")
+        parts = [p for p in parts if p != EXPOSURE_PART]
         unknown = [p for p in parts if not (is_history_spec(p) or p in SPECTRA_PRIORS or is_table_spec(p))]
         if unknown:
             raise _unknown_spec(unknown[0], flag)
@@ -76,7 +88,9 @@ def resolve_prior(spec: str, split, *, flag: str = "--prior", data_config=None,
         order = sorted(range(len(parts)), key=lambda i: parts[i] in SPECTRA_PRIORS)
         got = {i: resolve_prior(parts[i], split, flag=flag, data_config=data_config, spectra=spectra) for i in order}
         return pool_tables([got[i] for i in range(len(parts))], parts, split,
-                           dev_fraction=cohorts[0], cohort_seed=cohorts[1])
+                           dev_fraction=cohorts[0], cohort_seed=cohorts[1], exposure=exposure)
+    if spec == EXPOSURE_PART:
+        raise ConfigError(f"{flag} {spec!r} is a pool part only, e.g. spectra-name*uhf*{EXPOSURE_PART}")
     if is_history_spec(spec):
         try:
             return history_prior(split, spec)
@@ -93,7 +107,7 @@ def _unknown_spec(spec: str, flag: str) -> ConfigError:
     return ConfigError(
         f"{flag} {spec!r} is neither a prior name (history priors {sorted(HISTORY_PRIORS)}, "
         f"{'/'.join(WINDOWED)}@N for the last N train items; SPECTRA readouts {sorted(SPECTRA_PRIORS)}) "
-        f"nor a {'/'.join(TABLE_SUFFIXES)} prior table (or a pool of them, A*B)"
+        f"nor a {'/'.join(TABLE_SUFFIXES)} prior table (or a pool of them, A*B, with an optional {EXPOSURE_PART} part)"
     )
 
 

@@ -294,7 +294,7 @@ FUSION_CODE = """
 def _fusion_config(syn_dir, runs, out, **kw):
     from fusion.pipeline import FusionConfig
 
-    return FusionConfig(**(dict(model="GRU4Rec", dataset=str(syn_dir), epochs=2, runs=Path(runs), out=Path(out),
+    return FusionConfig(**(dict(model="GRU4Rec", dataset=str(syn_dir), prior="uhf", epochs=2, runs=Path(runs), out=Path(out),
                                 n_boot=50, backbone_overrides=TINY_GRU) | kw))
 
 

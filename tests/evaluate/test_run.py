@@ -241,3 +241,16 @@ def test_no_warnings_on_an_ordinary_run(synth):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         evaluate(split, {"uhf": history_prior(split, "uhf"), "dg": _dg_table(split)}, EvalConfig(n_boot=50))
+
+
+def test_the_spectra_flags_apply_to_a_pool_with_a_spectra_part(tmp_path):
+    from argparse import Namespace
+
+    from spectra_rec.evaluate.cli import spectra_options
+
+    args = Namespace(priors=["uhf", "mix=spectra-name*uhf*exposure"], backend="hf", adapter=tmp_path, tau=0.5,
+                     fresh=False, runs=tmp_path / "runs")
+    opts = spectra_options(args)
+    assert opts.adapter == tmp_path and opts.tau == 0.5
+    with pytest.raises(ConfigError, match=r"--adapter applies to --priors spectra\|.* \(alone or in a pool\)"):
+        spectra_options(Namespace(**{**vars(args), "priors": ["uhf*markov"]}))

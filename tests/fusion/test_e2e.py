@@ -35,7 +35,8 @@ def runs(tmp_path_factory):
 
 
 def _config(syn_dir, runs, model="SASRec", **kw):
-    base = dict(model=model, dataset=str(syn_dir), epochs=1, runs=runs, n_boot=100, backbone_overrides=TINY[model])
+    base = dict(model=model, dataset=str(syn_dir), prior="uhf", epochs=1, runs=runs, n_boot=100,
+                backbone_overrides=TINY[model])
     return FusionConfig(**(base | kw))
 
 
@@ -247,6 +248,21 @@ def test_cli_exits_2_with_a_message_for_bad_w(capsys, caplog):
 
     assert entry.main(["--w", "2"]) == 2
     assert "w must be in [0, 1], got 2.0" in caplog.text
+
+
+def test_the_default_prior_is_spectras_pool_and_pools_name_their_folder_and_take_the_probe_flags():
+    import run_fusion as entry
+
+    from fusion.pipeline import DEFAULT_PRIOR
+
+    args = entry.parse_args([])
+    assert args.prior == DEFAULT_PRIOR == FusionConfig().prior == "spectra-name*uhf*exposure"
+    assert FusionConfig().output_dir("ml-100k").name == "ml-100k-SASRec-spectra-name+uhf+exposure"
+    assert FusionConfig(prior="runs/x/t.parquet*uhf").output_dir("d").name == "d-SASRec-t+uhf"
+    assert FusionConfig(prior="runs/x/t.csv").output_dir("d").name == "d-SASRec-t"
+    assert entry.probe_engine(entry.parse_args(["--prior", "spectra-name*uhf", "--backend", "vllm"]))[:2] == ("vllm", "local")
+    with pytest.raises(ConfigError, match=r"--backend applies to --prior spectra\|.* \(alone or in a pool\), got --prior uhf\*markov"):
+        entry.probe_engine(entry.parse_args(["--prior", "uhf*markov", "--backend", "vllm"]))
 
 
 @pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])

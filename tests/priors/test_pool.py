@@ -10,7 +10,7 @@ from spectra_rec.errors import ConfigError
 from spectra_rec.evaluate import load_priors
 from spectra_rec.metrics.distribution import js_divergence
 from spectra_rec.priors import history_prior
-from spectra_rec.priors.pool import FLOOR, fit_pool_weights, log_pool
+from spectra_rec.priors.pool import EXPOSURE_K, FLOOR, fit_pool_weights, log_pool
 from spectra_rec.priors.registry import resolve_prior
 from spectra_rec.testing.data import perturb_heldout
 from spectra_rec.testing.priors import contract_splits
@@ -118,3 +118,81 @@ def test_a_bad_part_fails_before_any_spectra_part_is_aligned(splits, tmp_path):
         with pytest.raises(ConfigError, match=match):
             resolve_prior(spec, splits[0], spectra=spectra)
     assert not (tmp_path / "r").exists()  # nothing was aligned or probed
+
+
+def _dev_entropy(split, probs_dev):
+    from spectra_rec.metrics.exposure import exposure_entropy, topk_exposure
+
+    return float(exposure_entropy(topk_exposure(probs_dev, EXPOSURE_K)))
+
+
+def test_the_exposure_part_is_the_smallest_contrast_reaching_uhfs_dev_entropy(splits):
+    split, _ = splits
+    ds = split.dataset
+    dev, _ = split.cohorts(0.2, 0)
+    table = resolve_prior("uhf-decay*markov*exposure", split)
+    meta = table.meta["pool"]
+    e = meta["exposure"]
+    assert table.method == "uhf-decay*markov*exposure" and meta["components"] == ["uhf-decay", "markov"]
+    target = _dev_entropy(split, history_prior(split, "uhf").matrix(ds, dev))
+    assert e["reached"] and e["reference"] == "uhf" and e["contrast"] > 0
+    np.testing.assert_allclose(e["reference_dev_entropy"], target, atol=1e-6)
+    # the table is the product formula with the recorded weights and contrast, by an explicit loop
+    parts = [history_prior(split, s).matrix(ds, dev) for s in meta["components"]]
+    pop = history_prior(split, "popularity").matrix(ds, dev)
+    w, c = meta["weights"], e["contrast"]
+    want = np.array([[np.prod([(P[u, k] + FLOOR) ** wi for P, wi in zip(parts, w)]) * (pop[u, k] + FLOOR) ** -c
+                      for k in range(ds.K)] for u in range(len(dev))])
+    want /= want.sum(axis=1, keepdims=True)
+    got = table.matrix(ds, dev)
+    np.testing.assert_allclose(got, want, atol=1e-5)  # the recorded weights are rounded to 6 digits
+    assert _dev_entropy(split, got) >= target
+    # one grid step less, its weights fitted afresh, stays below the reference
+    q = split.ground_truth(users=dev)
+    off = -(c - 0.05) * np.log(pop + FLOOR)
+    below = log_pool(parts, fit_pool_weights(parts, q, offset=off), offset=off)
+    assert _dev_entropy(split, below) < target
+
+
+def test_a_pool_ranking_like_uhf_needs_no_contrast_and_one_like_popularity_never_reaches_it(splits, caplog):
+    split, _ = splits
+    ds = split.dataset
+    dev, _ = split.cohorts(0.2, 0)
+    same = resolve_prior("uhf*exposure", split)  # a power of uhf ranks every user's categories as uhf does
+    assert same.meta["pool"]["exposure"]["contrast"] == 0 and same.meta["pool"]["exposure"]["reached"]
+    with caplog.at_level("WARNING"):
+        never = resolve_prior("popularity*uniform*exposure", split)  # every user gets one ranking, whatever c
+    e = never.meta["pool"]["exposure"]
+    assert not e["reached"] and "no contrast up to 3 reaches uhf's dev top-3 exposure entropy" in caplog.text
+    np.testing.assert_allclose(e["dev_entropy"], np.log2(3), atol=1e-6)  # one top 3 for every dev user
+    assert e["contrast"] == 0  # the most diverse contrast, the smallest of the ties
+    top3 = np.sort(np.argsort(-never.matrix(ds, dev), axis=1)[:, :3], axis=1)
+    assert (top3 == top3[0]).all()
+
+
+def test_the_exposure_pool_reads_only_the_dev_cohorts_held_out_interactions(splits, tmp_path):
+    split, _ = splits
+    _, test = split.cohorts(0.2, 0)
+    a = resolve_prior("uhf-decay*markov*exposure", split)
+    changed = split_dataset(load_dataset(perturb_heldout(split, tmp_path / "contract", users=test)))
+    b = resolve_prior("uhf-decay*markov*exposure", changed)
+    np.testing.assert_array_equal(a.probs, b.probs)
+    assert a.meta["pool"]["exposure"] == b.meta["pool"]["exposure"]
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("exposure", r"--prior 'exposure' is a pool part only, e.g. spectra-name\*uhf\*exposure"),
+    ("uhf*exposure*exposure", r"--prior 'uhf\*exposure\*exposure': 'exposure' may appear once in a pool"),
+    ("exposure*exposure", r"'exposure' may appear once in a pool, next to at least one prior"),
+])
+def test_bad_exposure_specs_are_one_line_errors(splits, spec, match):
+    with pytest.raises(ConfigError, match=match) as exc:
+        resolve_prior(spec, splits[0])
+    assert "\n" not in str(exc.value)
+
+
+def test_a_pool_with_a_spectra_part_takes_the_spectra_flags():
+    from spectra_rec.priors.registry import uses_spectra
+
+    assert uses_spectra("spectra-name*uhf*exposure") and uses_spectra("spectra") and uses_spectra("uhf* spectra-choice")
+    assert not uses_spectra("uhf*popularity") and not uses_spectra("uhf")

@@ -310,7 +310,8 @@ def syn_dir(tmp_path_factory):
 def _fusion(dataset, runs, **kw):
     from fusion.pipeline import FusionConfig
 
-    base = dict(model="SASRec", dataset=str(dataset), epochs=1, runs=runs, n_boot=100, backbone_overrides=TINY)
+    base = dict(model="SASRec", dataset=str(dataset), prior="uhf", epochs=1, runs=runs, n_boot=100,
+                backbone_overrides=TINY)
     return FusionConfig(**(base | kw))
 
 
